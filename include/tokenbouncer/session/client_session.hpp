@@ -1,0 +1,158 @@
+#pragma once
+// One client connection, from its first byte to its close.
+//
+// Flow:
+//   startup   SSLRequest/GSSENCRequest ('N', or TLS when client TLS is on), CancelRequest
+//             (forwarded to the linked server of the client it names), StartupMessage; route and
+//             user checks; client authentication; AuthenticationOk, ParameterStatus (from the
+//             pool's last server login, with the client's own values), our BackendKeyData,
+//             ReadyForQuery.
+//   relay     The client reader (run()) forwards client bytes to a server connection it acquires
+//             from the pool when the client first sends something; a server pump coroutine
+//             forwards server bytes back. Both scan message headers only. In transaction mode the
+//             pump hands the server back to the pool at ReadyForQuery 'I' once nothing is
+//             outstanding; in session mode the server is reset and returned when the client leaves.
+//
+// Both coroutines run on the client's worker thread; the server connection is moved to that
+// thread when it is acquired.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "tokenbouncer/net/stream.hpp"
+#include "tokenbouncer/pool/params.hpp"
+#include "tokenbouncer/pool/server_conn.hpp"
+#include "tokenbouncer/protocol/scanner.hpp"
+#include "tokenbouncer/protocol/startup.hpp"
+#include "tokenbouncer/session/cancel_registry.hpp"
+#include "tokenbouncer/session/context.hpp"
+#include "tokenbouncer/util/pg_error.hpp"
+
+namespace tokenbouncer::session {
+
+// A growable byte buffer for one relay direction: [0, len) holds bytes not yet forwarded.
+class relay_buffer
+{
+public:
+    explicit relay_buffer(std::size_t capacity) : capacity_(capacity) {}
+    char* data() { return data_.get(); }
+    std::size_t size() const { return len_; }
+    std::size_t capacity() const { return capacity_; }
+    std::size_t space() const { return capacity_ - len_; }
+    char* tail() { return data_.get() + len_; }
+    void ensure() { if (!data_) data_ = std::make_unique<char[]>(capacity_); }
+    void release_if_empty() { if (len_ == 0) data_.reset(); }
+    void grow(std::size_t n) { len_ += n; }
+    void consume(std::size_t n);
+    void append(std::string_view s);
+    std::string_view view() const { return {data_.get(), len_}; }
+
+private:
+    std::unique_ptr<char[]> data_;
+    std::size_t capacity_;
+    std::size_t len_ = 0;
+};
+
+// What SHOW CLIENTS shows of a client.
+struct client_info
+{
+    std::uint64_t id = 0;
+    std::string user;
+    std::string database;
+    std::string state;  // active, idle, waiting
+    std::string addr;
+    int port = 0;
+    bool ro = false;
+    bool tls = false;
+    std::string application_name;
+    std::chrono::system_clock::time_point connect_time;
+    std::uint64_t server_id = 0;
+};
+
+class client_session : public std::enable_shared_from_this<client_session>
+{
+public:
+    client_session(shared_state& state, net::socket_type sock, listener_info where);
+    ~client_session();
+
+    awaitable<void> run();
+
+    // Shutdown began: leave at the next point where no transaction is open.
+    // Call on the session's executor (post it there).
+    void request_shutdown();
+    asio::any_io_executor executor() { return client_.get_executor(); }
+    client_info info() const;
+    std::string tag() const { return "c" + std::to_string(id_); }
+
+private:
+    enum class end_reason
+    {
+        client_left,
+        client_error,
+        server_error,
+        shutdown,
+        timeout,
+    };
+
+    // --- startup ---
+    awaitable<std::optional<protocol::startup_packet>> read_startup();
+    awaitable<bool> handle_startup(protocol::startup_packet& pkt);
+    awaitable<bool> authenticate_client(const std::string& user);
+    awaitable<void> handle_cancel(std::uint32_t pid, std::uint32_t key);
+    awaitable<void> send_error(const pg_error& e);
+
+    // --- relay ---
+    awaitable<void> relay();
+    awaitable<bool> link_server();
+    awaitable<void> server_pump();
+    awaitable<void> wait_for_pump();
+    awaitable<void> unlink_at_end();
+    bool server_clean() const;
+    protocol::scan_action on_client_message(char type);
+    protocol::scan_action on_server_message(char type, std::uint32_t total, std::string_view bytes);
+
+    shared_state& state_;
+    std::shared_ptr<const config::settings> settings_;
+    net::stream client_;
+    listener_info where_;
+    std::uint64_t id_;
+    std::chrono::system_clock::time_point connected_at_ = std::chrono::system_clock::now();
+    std::string peer_addr_;
+    int peer_port_ = 0;
+    bool counted_ = false;  // counts in state_.clients
+
+    // Login
+    std::string user_;
+    std::string database_;
+    pool::pool* pool_ = nullptr;
+    pool::client_parameters params_;
+    pool::param_map wanted_;  // tracked parameters as this client should see them
+    protocol::backend_key_data our_key_;
+    std::shared_ptr<cancel_target> cancel_target_ = std::make_shared<cancel_target>();
+    std::string leftover_;  // client bytes read past the startup packet
+    asio::steady_timer login_timer_;
+
+    // Relay state
+    std::unique_ptr<pool::server_conn> server_;
+    relay_buffer c2s_{32 * 1024};
+    relay_buffer s2c_{64 * 1024};
+    protocol::message_scanner client_scanner_;
+    protocol::message_scanner server_scanner_;
+    int outstanding_ = 0;            // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
+    bool pending_since_sync_ = false;  // extended-protocol messages sent after the last Sync
+    char txn_status_ = 'I';
+    bool client_terminated_ = false;
+    bool release_after_pump_ = false;
+    bool pump_running_ = false;
+    bool server_failed_ = false;
+    bool client_failed_ = false;
+    bool shutdown_requested_ = false;
+    bool transaction_mode_ = false;
+    asio::steady_timer pump_done_;
+    std::optional<pg_error> server_failure_;
+};
+
+}  // namespace tokenbouncer::session

@@ -1,0 +1,71 @@
+#pragma once
+// What client sessions share: the current settings, the two routes' pools, the cancel registry,
+// client authentication data, counters and the shutdown state. Owned by the app; sessions hold
+// a reference for their lifetime (the app outlives every session).
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "tokenbouncer/config/settings.hpp"
+#include "tokenbouncer/net/tls.hpp"
+#include "tokenbouncer/pool/pool.hpp"
+#include "tokenbouncer/session/cancel_registry.hpp"
+
+namespace tokenbouncer::session {
+
+class client_session;
+
+// Where a client connected: which route, over what.
+struct listener_info
+{
+    bool ro = false;
+    bool unix_socket = false;
+    bool loopback = true;
+};
+
+// Users of auth_file: name -> SCRAM verifier or clear-text password (as PgBouncer's auth_file).
+using auth_users = std::map<std::string, std::string, std::less<>>;
+
+struct shared_state
+{
+    // --- Replaced as a whole on reload; read through snapshot functions. ---
+    std::shared_ptr<const config::settings> settings() const;
+    std::shared_ptr<const auth_users> users() const;
+    net::ssl_ctx_ptr client_tls() const;
+    void set(std::shared_ptr<const config::settings> s, std::shared_ptr<const auth_users> u, net::ssl_ctx_ptr tls);
+
+    std::shared_ptr<pool::pool> rw_pool;
+    std::shared_ptr<pool::pool> ro_pool;  // null when there is no read-only route
+    pool::pool* route_pool(bool ro) const { return ro ? ro_pool.get() : rw_pool.get(); }
+
+    cancel_registry cancels;
+
+    // Clients connected (logged in or logging in), for max_client_conn and SHOW/metrics.
+    std::atomic<int> clients{0};
+    std::atomic<std::uint64_t> next_client_id{1};
+    std::atomic<bool> shutting_down{false};
+
+    // Live sessions, for shutdown and SHOW CLIENTS.
+    void add_session(const std::shared_ptr<client_session>& s);
+    void remove_session(client_session* s);
+    std::vector<std::shared_ptr<client_session>> sessions() const;
+
+    // Called when the last session ends during shutdown.
+    std::function<void()> on_idle;
+
+private:
+    mutable std::mutex mu_;
+    std::shared_ptr<const config::settings> settings_;
+    std::shared_ptr<const auth_users> users_;
+    net::ssl_ctx_ptr client_tls_;
+    mutable std::mutex sessions_mu_;
+    std::map<client_session*, std::weak_ptr<client_session>> sessions_;
+};
+
+}  // namespace tokenbouncer::session

@@ -1,0 +1,476 @@
+#include "tokenbouncer/app/app.hpp"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tokenbouncer/net/listener.hpp"
+#include "tokenbouncer/session/client_session.hpp"
+#include "tokenbouncer/session/context.hpp"
+#include "tokenbouncer/upstream/credential.hpp"
+#include "tokenbouncer/util/log.hpp"
+#include "tokenbouncer/util/sd_notify.hpp"
+
+namespace tokenbouncer::app {
+
+namespace {
+
+struct worker
+{
+    asio::io_context ctx{1};
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard{ctx.get_executor()};
+    std::thread thread;
+};
+
+std::string effective_log_level(const config::settings& s, int verbosity)
+{
+    if (verbosity >= 2)
+        return "trace";
+    if (verbosity == 1)
+        return s.log_level == "trace" ? "trace" : "debug";
+    return s.log_level;
+}
+
+// PgBouncer's auth_file: lines of "user" "secret"; secret is a SCRAM verifier or a clear password.
+std::shared_ptr<session::auth_users> load_auth_file(const std::string& path, std::string& error)
+{
+    auto users = std::make_shared<session::auth_users>();
+    if (path.empty())
+        return users;
+    std::ifstream in(path);
+    if (!in)
+    {
+        error = "cannot read auth_file \"" + path + "\"";
+        return nullptr;
+    }
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line))
+    {
+        ++n;
+        std::size_t i = 0;
+        auto skip_ws = [&] {
+            while (i < line.size() && (line[i] == ' ' || line[i] == '\t'))
+                ++i;
+        };
+        auto quoted = [&](std::string& out) {
+            skip_ws();
+            if (i >= line.size() || line[i] != '"')
+                return false;
+            ++i;
+            for (; i < line.size(); ++i)
+            {
+                if (line[i] == '"')
+                {
+                    if (i + 1 < line.size() && line[i + 1] == '"')
+                    {
+                        out.push_back('"');
+                        ++i;
+                        continue;
+                    }
+                    ++i;
+                    return true;
+                }
+                out.push_back(line[i]);
+            }
+            return false;
+        };
+        skip_ws();
+        if (i >= line.size() || line[i] == ';' || line[i] == '#')
+            continue;
+        std::string user, secret_text;
+        if (!quoted(user) || !quoted(secret_text))
+        {
+            error = "auth_file \"" + path + "\" line " + std::to_string(n) + ": expected \"user\" \"password\"";
+            return nullptr;
+        }
+        (*users)[user] = secret_text;
+    }
+    return users;
+}
+
+class application
+{
+public:
+    application(const options& opts, config::load_result cfg)
+        : opts_(opts), raw_(std::move(cfg.raw)), settings_(std::make_shared<config::settings>(std::move(cfg.values)))
+    {
+    }
+
+    int run();
+
+private:
+    bool setup(std::string& error);
+    std::shared_ptr<const upstream::target> build_target(const config::route_settings& r, std::string& error);
+    bool open_listeners(std::string& error);
+    awaitable<void> accept_loop(net::listener* l, session::listener_info info);
+    awaitable<void> signal_loop();
+    awaitable<void> housekeeping_loop();
+    void reload();
+    void begin_shutdown();
+    void finish();
+    asio::io_context& next_worker();
+
+    options opts_;
+    config::raw_config raw_;
+    std::shared_ptr<const config::settings> settings_;
+    asio::io_context control_{1};
+    std::vector<std::unique_ptr<worker>> workers_;
+    std::size_t next_worker_ = 0;
+    session::shared_state state_;
+    std::vector<std::unique_ptr<net::listener>> listeners_;
+    bool stopping_ = false;
+    int exit_code_ = 0;
+    std::unique_ptr<asio::steady_timer> shutdown_deadline_;
+};
+
+std::shared_ptr<const upstream::target> application::build_target(const config::route_settings& r, std::string& error)
+{
+    auto t = std::make_shared<upstream::target>();
+    t->settings = r;
+    if (r.sslmode != config::sslmode::disable)
+    {
+        t->tls = net::make_upstream_tls_context(r.sslmode, r.sslrootcert, error);
+        if (!t->tls)
+            return nullptr;
+    }
+    std::string prefix = r.name == "ro" ? "pg_ro_" : "pg_";
+    if (r.azure_auth)
+    {
+        error = prefix + "azure_auth = on is not supported yet";
+        return nullptr;
+    }
+    t->credential = std::make_shared<upstream::static_password>(r.password, prefix + "password");
+    return t;
+}
+
+bool application::setup(std::string& error)
+{
+    const auto& s = *settings_;
+    int n = s.workers > 0 ? s.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    for (int i = 0; i < n; ++i)
+        workers_.push_back(std::make_unique<worker>());
+
+    std::string e;
+    auto users = load_auth_file(s.auth_file, e);
+    if (!users)
+    {
+        error = e;
+        return false;
+    }
+    net::ssl_ctx_ptr client_tls;
+    if (s.client_tls_sslmode != config::client_tls_mode::disable)
+    {
+        bool require_cert = s.client_tls_sslmode == config::client_tls_mode::verify_ca ||
+                            s.client_tls_sslmode == config::client_tls_mode::verify_full;
+        client_tls = net::make_client_facing_tls_context(s.client_tls_cert_file, s.client_tls_key_file,
+                                                         s.client_tls_ca_file, require_cert, e);
+        if (!client_tls)
+        {
+            error = e;
+            return false;
+        }
+    }
+    state_.set(settings_, users, client_tls);
+
+    auto rw = build_target(s.rw, e);
+    if (!rw)
+    {
+        error = e;
+        return false;
+    }
+    state_.rw_pool = std::make_shared<pool::pool>("rw", rw, pool::pool_limits::from(s, s.rw), control_.get_executor());
+    if (s.ro_enabled)
+    {
+        auto ro = build_target(s.ro, e);
+        if (!ro)
+        {
+            error = e;
+            return false;
+        }
+        state_.ro_pool = std::make_shared<pool::pool>("ro", ro, pool::pool_limits::from(s, s.ro), control_.get_executor());
+    }
+    return open_listeners(error);
+}
+
+bool application::open_listeners(std::string& error)
+{
+    const auto& s = *settings_;
+    std::vector<const config::route_settings*> routes{&s.rw};
+    if (s.ro_enabled)
+        routes.push_back(&s.ro);
+    for (const auto* r : routes)
+    {
+        bool ro = r == &s.ro;
+        for (const auto& addr : s.listen_addr)
+        {
+            auto l = net::listener::open_tcp(control_, addr, r->listen_port, error);
+            if (!l)
+                return false;
+            session::listener_info info{ro, false, l->is_loopback()};
+            asio::co_spawn(control_, accept_loop(l.get(), info), asio::detached);
+            listeners_.push_back(std::move(l));
+        }
+        if (!s.unix_socket_dir.empty())
+        {
+            std::string path = s.unix_socket_dir + "/.s.PGSQL." + std::to_string(r->listen_port);
+            auto l = net::listener::open_unix(control_, path, s.unix_socket_mode, s.unix_socket_group, error);
+            if (!l)
+                return false;
+            session::listener_info info{ro, true, false};
+            asio::co_spawn(control_, accept_loop(l.get(), info), asio::detached);
+            listeners_.push_back(std::move(l));
+        }
+    }
+    return true;
+}
+
+asio::io_context& application::next_worker()
+{
+    auto& w = *workers_[next_worker_];
+    next_worker_ = (next_worker_ + 1) % workers_.size();
+    return w.ctx;
+}
+
+awaitable<void> application::accept_loop(net::listener* l, session::listener_info info)
+{
+    for (;;)
+    {
+        auto& target = next_worker();
+        auto [ec, sock] = co_await l->accept(target);
+        if (ec == asio::error::operation_aborted || stopping_)
+            co_return;
+        if (ec)
+        {
+            // Out of file descriptors (EMFILE/ENFILE) and the like: say so, pause, go on.
+            spdlog::error("accept on {} failed: {}; pausing accepts for 100 ms (raise LimitNOFILE / ulimit -n, "
+                          "or lower max_client_conn)",
+                          l->describe(), ec.message());
+            asio::steady_timer t(control_, std::chrono::milliseconds(100));
+            co_await t.async_wait(use_nothrow);
+            continue;
+        }
+        auto session = std::make_shared<session::client_session>(state_, std::move(sock), info);
+        state_.add_session(session);
+        asio::co_spawn(target, session->run(), [this, session](std::exception_ptr e) {
+            if (e)
+            {
+                try
+                {
+                    std::rethrow_exception(e);
+                }
+                catch (const std::exception& ex)
+                {
+                    spdlog::error("{}: session ended with an unexpected error: {}", session->tag(), ex.what());
+                }
+            }
+            state_.remove_session(session.get());
+        });
+    }
+}
+
+void application::reload()
+{
+    sd::notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(sd::monotonic_usec()) + "\nSTATUS=reloading");
+    auto res = config::load(opts_.config_path, config::process_environment());
+    for (const auto& p : res.problems)
+        (p.warning ? spdlog::warn("reload: {}", p.to_string()) : spdlog::error("reload: {}", p.to_string()));
+    if (!res.ok())
+    {
+        spdlog::error("configuration not reloaded: fix the errors above and send SIGHUP again");
+        sd::notify("READY=1\nSTATUS=serving (reload failed: configuration has errors)");
+        return;
+    }
+    // Keys that need a restart.
+    for (const auto& k : config::key_table())
+    {
+        if (k.reloadable || k.status != config::key_status::supported)
+            continue;
+        auto a = raw_.find(k.name);
+        auto b = res.raw.find(k.name);
+        std::string va = a == raw_.end() ? "" : a->second.value;
+        std::string vb = b == res.raw.end() ? "" : b->second.value;
+        if (va != vb)
+            spdlog::warn("reload: {} changed, but takes effect only after a restart", k.name);
+    }
+    auto s = std::make_shared<config::settings>(std::move(res.values));
+    std::string error;
+    auto rw = build_target(s->rw, error);
+    std::shared_ptr<const upstream::target> ro;
+    if (rw && state_.ro_pool && s->ro_enabled)
+        ro = build_target(s->ro, error);
+    auto users = load_auth_file(s->auth_file, error);
+    if (!rw || (state_.ro_pool && s->ro_enabled && !ro) || !users)
+    {
+        spdlog::error("configuration not reloaded: {}", error);
+        sd::notify("READY=1\nSTATUS=serving (reload failed)");
+        return;
+    }
+    log::set_level(effective_log_level(*s, opts_.verbosity));
+    state_.rw_pool->reconfigure(rw, pool::pool_limits::from(*s, s->rw));
+    if (ro)
+        state_.ro_pool->reconfigure(ro, pool::pool_limits::from(*s, s->ro));
+    state_.set(s, users, state_.client_tls());
+    settings_ = s;
+    raw_ = std::move(res.raw);
+    spdlog::info("configuration reloaded");
+    sd::notify("READY=1\nSTATUS=serving");
+}
+
+void application::begin_shutdown()
+{
+    if (stopping_)
+        return;
+    stopping_ = true;
+    state_.shutting_down = true;
+    sd::notify("STOPPING=1\nSTATUS=shutting down");
+    for (auto& l : listeners_)
+        l->close();
+    auto sessions = state_.sessions();
+    spdlog::info("shutting down: stopped accepting; waiting for {} client(s) to finish (shutdown_timeout {} s)",
+                 sessions.size(), settings_->shutdown_timeout.count() / 1000.0);
+    for (auto& s : sessions)
+        asio::post(s->executor(), [s] { s->request_shutdown(); });
+    state_.on_idle = [this] { asio::post(control_, [this] { finish(); }); };
+    if (state_.sessions().empty())
+    {
+        asio::post(control_, [this] { finish(); });
+        return;
+    }
+    shutdown_deadline_ = std::make_unique<asio::steady_timer>(control_, settings_->shutdown_timeout);
+    shutdown_deadline_->async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        auto left = state_.sessions().size();
+        spdlog::warn("shutdown_timeout reached with {} client(s) still connected; closing them", left);
+        finish();
+    });
+}
+
+void application::finish()
+{
+    static bool done = false;
+    if (done)
+        return;
+    done = true;
+    if (shutdown_deadline_)
+        shutdown_deadline_->cancel();
+    pg_error why = pg_error::fatal(sqlstate::admin_shutdown, "tokenbouncer is shutting down");
+    state_.rw_pool->close_all(why);
+    if (state_.ro_pool)
+        state_.ro_pool->close_all(why);
+    // Give posted closes a moment on the workers, then stop.
+    for (auto& w : workers_)
+        w->guard.reset();
+    auto t = std::make_shared<asio::steady_timer>(control_, std::chrono::milliseconds(50));
+    t->async_wait([this, t](error_code) {
+        for (auto& w : workers_)
+            w->ctx.stop();
+        control_.stop();
+    });
+}
+
+awaitable<void> application::signal_loop()
+{
+    asio::signal_set signals(control_, SIGHUP, SIGTERM, SIGINT);
+    for (;;)
+    {
+        auto [ec, sig] = co_await signals.async_wait(use_nothrow);
+        if (ec)
+            co_return;
+        if (sig == SIGHUP)
+        {
+            spdlog::info("SIGHUP: reloading the configuration");
+            reload();
+            continue;
+        }
+        if (stopping_)
+        {
+            spdlog::warn("second {}: exiting at once", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            finish();
+            co_return;
+        }
+        spdlog::info("{}: graceful shutdown", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        begin_shutdown();
+    }
+}
+
+awaitable<void> application::housekeeping_loop()
+{
+    asio::steady_timer t(control_);
+    auto watchdog = sd::watchdog_interval();
+    auto last_ping = std::chrono::steady_clock::now();
+    while (!stopping_)
+    {
+        t.expires_after(std::chrono::milliseconds(250));
+        co_await t.async_wait(use_nothrow);
+        state_.rw_pool->housekeeping();
+        if (state_.ro_pool)
+            state_.ro_pool->housekeeping();
+        if (watchdog && std::chrono::steady_clock::now() - last_ping >= *watchdog / 2)
+        {
+            sd::notify("WATCHDOG=1");
+            last_ping = std::chrono::steady_clock::now();
+        }
+    }
+}
+
+int application::run()
+{
+    std::string error;
+    if (!setup(error))
+    {
+        spdlog::critical("{}", error);
+        sd::notify("STATUS=failed to start: " + error);
+        return 1;
+    }
+    for (auto& w : workers_)
+        w->thread = std::thread([ctx = &w->ctx] { ctx->run(); });
+
+    asio::co_spawn(control_, signal_loop(), asio::detached);
+    asio::co_spawn(control_, housekeeping_loop(), asio::detached);
+
+    const auto& s = *settings_;
+    for (const auto& l : listeners_)
+        spdlog::info("listening on {}", l->describe());
+    spdlog::info("tokenbouncer {} ready: rw route -> {}:{} database \"{}\" as \"{}\" ({}, pg_sslmode {}){}; {} worker(s)",
+                 TOKENBOUNCER_VERSION, s.rw.host, s.rw.port, s.rw.database, s.rw.user,
+                 to_string(s.rw.pool_mode), to_string(s.rw.sslmode),
+                 s.ro_enabled ? "; ro route -> " + s.ro.host + ":" + std::to_string(s.ro.port) : std::string(),
+                 workers_.size());
+    sd::notify("READY=1\nSTATUS=serving");
+
+    control_.run();
+    for (auto& w : workers_)
+    {
+        w->ctx.stop();
+        if (w->thread.joinable())
+            w->thread.join();
+    }
+    spdlog::info("tokenbouncer stopped");
+    return exit_code_;
+}
+
+}  // namespace
+
+int run(const options& opts, config::load_result cfg)
+{
+    // No core dump may hold a token or a password; writes to closed sockets are errors, not signals.
+    ::prctl(PR_SET_DUMPABLE, 0);
+    struct rlimit no_core{0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    ::signal(SIGPIPE, SIG_IGN);
+    // Block the signals we handle in every thread; the control thread's signal_set takes them.
+    application a(opts, std::move(cfg));
+    return a.run();
+}
+
+}  // namespace tokenbouncer::app

@@ -1,0 +1,66 @@
+#include "tokenbouncer/pool/params.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "tokenbouncer/protocol/messages.hpp"
+
+namespace tokenbouncer::pool {
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b)
+{
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+}  // namespace
+
+std::optional<std::string_view> tracked_name(std::string_view name)
+{
+    for (auto t : tracked_parameters)
+        if (iequals(t, name))
+            return t;
+    return std::nullopt;
+}
+
+client_parameters split_startup_parameters(const protocol::startup_parameters& params)
+{
+    client_parameters out;
+    std::map<std::string, std::string> others;
+    for (const auto& [k, v] : params.items)
+    {
+        if (k == "user" || k == "database" || k.rfind("_pq_.", 0) == 0)
+            continue;
+        if (auto t = tracked_name(k))
+            out.tracked[std::string(*t)] = v;
+        else
+            others[k] = v;
+    }
+    for (const auto& [k, v] : others)
+    {
+        out.signature += k;
+        out.signature.push_back('\0');
+        out.signature += v;
+        out.signature.push_back('\0');
+        out.untracked.items.emplace_back(k, v);
+    }
+    return out;
+}
+
+std::string build_sync_query(const param_map& wanted, const param_map& current)
+{
+    std::string sql;
+    for (const auto& [name, value] : wanted)
+    {
+        auto it = current.find(name);
+        if (it != current.end() && it->second == value)
+            continue;
+        sql += "SET " + protocol::quote_identifier(name) + " = " + protocol::quote_literal(value) + ";";
+    }
+    return sql;
+}
+
+}  // namespace tokenbouncer::pool

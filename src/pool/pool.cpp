@@ -1,0 +1,643 @@
+#include "tokenbouncer/pool/pool.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <variant>
+
+#include "tokenbouncer/net/message_io.hpp"
+#include "tokenbouncer/upstream/connector.hpp"
+
+namespace tokenbouncer::pool {
+
+namespace {
+
+std::string seconds_text(std::chrono::milliseconds d)
+{
+    if (d.count() % 1000 == 0)
+        return std::to_string(d.count() / 1000) + " s";
+    return std::to_string(d.count()) + " ms";
+}
+
+// Failures that say nothing about the upstream as a whole (a client's bad startup parameter)
+// only concern the client that caused them.
+bool is_pool_level(const upstream::login_failure& f)
+{
+    if (!f.refused_by_server)
+        return true;
+    const std::string& c = f.error.code;
+    return c.rfind("28", 0) == 0 || c.rfind("08", 0) == 0 || c == "57P03" || c == "53300" || c == "3D000";
+}
+
+// Connections made for one of these settings are valid for the other.
+bool same_server(const config::route_settings& a, const config::route_settings& b)
+{
+    return a.host == b.host && a.port == b.port && a.database == b.database && a.user == b.user &&
+           a.sslmode == b.sslmode && a.sslrootcert == b.sslrootcert;
+}
+
+}  // namespace
+
+pool_limits pool_limits::from(const config::settings& s, const config::route_settings& r)
+{
+    pool_limits l;
+    l.mode = r.pool_mode;
+    l.pool_size = r.pool_size;
+    l.min_pool_size = r.min_pool_size;
+    l.reserve_pool_size = r.reserve_pool_size;
+    l.max_db_connections = r.max_db_connections;
+    l.reserve_pool_timeout = s.reserve_pool_timeout;
+    l.server_lifetime = s.server_lifetime;
+    l.server_idle_timeout = s.server_idle_timeout;
+    l.server_connect_timeout = s.server_connect_timeout;
+    l.server_login_retry = s.server_login_retry;
+    l.query_wait_timeout = s.query_wait_timeout;
+    l.server_check_delay = s.server_check_delay;
+    l.server_check_query = s.server_check_query;
+    l.server_reset_query = s.server_reset_query;
+    return l;
+}
+
+// What a waiter is given: a server, a free slot to log one in, or an error.
+struct pool::grant
+{
+    std::variant<std::unique_ptr<server_conn>, std::monostate, pg_error> value;
+};
+
+struct pool::waiter
+{
+    explicit waiter(const asio::any_io_executor& ex) : timer(ex) {}
+    asio::steady_timer timer;  // on the waiter's executor; cancelled to wake it
+    clock::time_point since = clock::now();
+    std::string signature;
+    std::optional<grant> result;  // set under the pool mutex
+    bool reserve_allowed = false;
+};
+
+pool::pool(std::string name, std::shared_ptr<const upstream::target> target, pool_limits limits,
+           asio::any_io_executor background)
+    : name_(std::move(name)), background_(std::move(background)), target_(std::move(target)), limits_(std::move(limits))
+{
+}
+
+pool::~pool() = default;
+
+std::shared_ptr<const upstream::target> pool::target() const
+{
+    std::lock_guard lock(mu_);
+    return target_;
+}
+
+pool_limits pool::limits() const
+{
+    std::lock_guard lock(mu_);
+    return limits_;
+}
+
+int pool::limit_locked(bool allow_reserve) const
+{
+    int limit = limits_.pool_size + (allow_reserve ? limits_.reserve_pool_size : 0);
+    if (limits_.max_db_connections > 0 && limit > limits_.max_db_connections)
+        limit = limits_.max_db_connections;
+    return limit;
+}
+
+std::unique_ptr<server_conn> pool::take_idle_locked(const std::string& signature, const asio::any_io_executor& ex,
+                                                    bool any_signature)
+{
+    // Newest first (LIFO keeps few connections warm); same thread first, then any thread.
+    for (int pass = 0; pass < 2; ++pass)
+    {
+        for (auto it = idle_.rbegin(); it != idle_.rend(); ++it)
+        {
+            server_conn& s = **it;
+            if (!any_signature && s.signature != signature)
+                continue;
+            if (pass == 0 && s.stream->get_executor() != ex)
+                continue;
+            auto out = std::move(*it);
+            idle_.erase(std::next(it).base());
+            return out;
+        }
+    }
+    return nullptr;
+}
+
+void pool::close_on_own_thread(std::unique_ptr<server_conn> s)
+{
+    if (!s)
+        return;
+    auto ex = s->stream->get_executor();
+    asio::post(ex, [s = std::move(s)]() mutable {
+        spdlog::debug("{}: closing server connection", s->tag());
+        s->terminate();
+    });
+}
+
+void pool::hand_over_locked(std::unique_ptr<server_conn> s)
+{
+    if (!waiters_.empty() && !paused_)
+    {
+        auto w = waiters_.front();
+        waiters_.pop_front();
+        w->result = grant{std::move(s)};
+        asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+        return;
+    }
+    s->idle_since = clock::now();
+    idle_.push_back(std::move(s));
+}
+
+void pool::grant_slot_locked()
+{
+    if (waiters_.empty() || paused_)
+        return;
+    auto w = waiters_.front();
+    waiters_.pop_front();
+    ++total_;
+    w->result = grant{std::monostate{}};
+    asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+}
+
+void pool::fail_waiters_locked(const pg_error& e)
+{
+    while (!waiters_.empty())
+    {
+        auto w = waiters_.front();
+        waiters_.pop_front();
+        w->result = grant{e};
+        asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+    }
+}
+
+awaitable<pg_result<std::unique_ptr<server_conn>>> pool::login_new(const client_parameters& client,
+                                                                   const std::string& client_tag)
+{
+    std::shared_ptr<const upstream::target> t;
+    std::chrono::milliseconds timeout;
+    {
+        std::lock_guard lock(mu_);
+        t = target_;
+        timeout = limits_.server_connect_timeout;
+        ++connecting_;
+    }
+    auto started = clock::now();
+    auto res = co_await upstream::connect_server(t, client.untracked, timeout);
+    std::lock_guard lock(mu_);
+    --connecting_;
+    if (!res)
+    {
+        --total_;
+        const auto& f = res.error();
+        bool pool_level = is_pool_level(f);
+        spdlog::warn("{}: login to upstream {} ({} pool) failed: {}", client_tag, t->address(), name_,
+                     f.error.to_string());
+        counters_.login_failures.fetch_add(1, std::memory_order_relaxed);
+        if (pool_level)
+        {
+            last_failure_ = f.error;
+            if ((f.refused_by_server || f.timed_out) && limits_.server_login_retry.count() > 0)
+                failing_until_ = clock::now() + limits_.server_login_retry;
+            fail_waiters_locked(f.error);
+        }
+        else
+        {
+            grant_slot_locked();  // the slot is free again
+        }
+        co_return f.error;
+    }
+    auto& s = *res;
+    counters_.logins.fetch_add(1, std::memory_order_relaxed);
+    failing_until_ = {};
+    last_failure_.reset();
+    if (client.untracked.items.empty())
+        welcome_ = s->params;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count();
+    spdlog::info("{}: logged in to upstream {} as \"{}\" for {} in {} ms (credential {}, backend pid {})", s->tag(),
+                 t->address(), t->settings.user, client_tag, ms, s->credential_fingerprint, s->key.pid);
+    co_return std::move(s);
+}
+
+awaitable<pg_result<pool::query_outcome>> pool::run_query(server_conn& s, const std::string& sql,
+                                                            std::vector<std::pair<std::string, std::string>>* reported)
+{
+    auto lost = [&](const std::string& why) {
+        return pg_error::fatal(sqlstate::connection_failure,
+                               "lost the connection to upstream server " + s.target->address() + ": " + why);
+    };
+    if (auto ec = co_await s.stream->write_all(protocol::build_query(sql)))
+        co_return lost(ec.message());
+    net::message_reader reader(*s.stream, protocol::max_login_message_length);
+    query_outcome out;
+    for (;;)
+    {
+        auto msg = co_await reader.next();
+        if (!msg)
+            co_return lost(msg.error().message);
+        switch (msg->type)
+        {
+        case protocol::backend::parameter_status: {
+            auto ps = protocol::parse_parameter_status(msg->body);
+            if (!ps)
+                co_return ps.error();
+            s.apply_parameter_status(ps->name, ps->value);
+            if (reported)
+                reported->emplace_back(ps->name, ps->value);
+            break;
+        }
+        case protocol::backend::error_response: {
+            auto fields = protocol::parse_error_fields(msg->body);
+            out.sql_error = fields ? protocol::to_pg_error(*fields) : pg_error::error(sqlstate::internal_error, "?");
+            if (out.sql_error->severity == "FATAL" || out.sql_error->severity == "PANIC")
+                co_return *out.sql_error;
+            break;
+        }
+        case protocol::backend::ready_for_query: {
+            auto st = protocol::parse_ready_for_query(msg->body);
+            if (!st || *st != 'I' || !reader.take_leftover().empty())
+                co_return pg_error::fatal(sqlstate::protocol_violation, "unexpected state after \"" + sql + "\"");
+            co_return out;
+        }
+        case protocol::backend::copy_in_response:
+        case protocol::backend::copy_out_response:
+        case protocol::backend::copy_both_response:
+            co_return pg_error::fatal(sqlstate::protocol_violation, "\"" + sql + "\" started a COPY");
+        default:
+            break;  // CommandComplete, RowDescription, DataRow, EmptyQueryResponse, NoticeResponse ...
+        }
+    }
+}
+
+awaitable<bool> pool::prepare_for_use(server_conn& s)
+{
+    // The connection may have died while idle (server restart, idle kill): a peek tells.
+    if (s.stream->peer_closed_or_sent_data())
+    {
+        spdlog::info("{}: server connection was closed by the upstream while idle", s.tag());
+        co_return false;
+    }
+    std::chrono::milliseconds delay;
+    std::string check;
+    {
+        std::lock_guard lock(mu_);
+        delay = limits_.server_check_delay;
+        check = limits_.server_check_query;
+    }
+    if (clock::now() - s.idle_since >= delay)
+    {
+        auto r = co_await run_query(s, check, nullptr);
+        if (!r)
+        {
+            spdlog::info("{}: server connection failed its check: {}", s.tag(), r.error().message);
+            co_return false;
+        }
+    }
+    co_return true;
+}
+
+awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_parameters& client,
+                                                                 const std::string& client_tag)
+{
+    auto ex = co_await asio::this_coro::executor;
+    auto started = clock::now();
+    std::shared_ptr<waiter> w;
+    for (;;)
+    {
+        std::unique_ptr<server_conn> s;
+        bool replace = false;  // close s and log in a new one in its slot
+        bool login = false;
+        {
+            std::unique_lock lock(mu_);
+            if (closed_)
+                co_return pg_error::fatal(sqlstate::admin_shutdown, "tokenbouncer is shutting down");
+            if (w && w->result)
+            {
+                // Woken with a grant.
+                grant g = std::move(*w->result);
+                w.reset();
+                if (auto* e = std::get_if<pg_error>(&g.value))
+                    co_return *e;
+                if (std::holds_alternative<std::monostate>(g.value))
+                    login = true;
+                else
+                    s = std::move(std::get<0>(g.value));
+                if (s && s->signature != client.signature)
+                    replace = true;
+            }
+            else if (w)
+            {
+                // The timer expired: query_wait_timeout.
+                auto it = std::find(waiters_.begin(), waiters_.end(), w);
+                if (it != waiters_.end())
+                    waiters_.erase(it);
+                counters_.wait_timeouts.fetch_add(1, std::memory_order_relaxed);
+                auto timeout = limits_.query_wait_timeout;
+                int size = limits_.pool_size;
+                co_return pg_error::fatal(
+                    sqlstate::query_canceled,
+                    "no server connection became free within query_wait_timeout (" + seconds_text(timeout) +
+                        "): all " + std::to_string(size) + " connections of the " + name_ + " pool are in use",
+                    "Raise default_pool_size (or pg_pool_size) or query_wait_timeout, or use pool_mode = transaction.");
+            }
+            else
+            {
+                auto now = clock::now();
+                if (last_failure_ && now < failing_until_)
+                {
+                    auto left = std::chrono::duration_cast<std::chrono::seconds>(failing_until_ - now).count() + 1;
+                    pg_error e = *last_failure_;
+                    e.hint = "The last login to the upstream failed; tokenbouncer tries again in " +
+                             std::to_string(left) + " s (server_login_retry).";
+                    co_return e;
+                }
+                if (!paused_)
+                {
+                    s = take_idle_locked(client.signature, ex, false);
+                    if (!s && total_ < limit_locked(false))
+                    {
+                        ++total_;
+                        login = true;
+                    }
+                    else if (!s && !idle_.empty())
+                    {
+                        s = take_idle_locked(client.signature, ex, true);
+                        replace = true;
+                    }
+                }
+                if (!s && !login)
+                {
+                    w = std::make_shared<waiter>(ex);
+                    w->signature = client.signature;
+                    auto timeout = limits_.query_wait_timeout;
+                    if (timeout.count() > 0)
+                        w->timer.expires_after(timeout);
+                    else
+                        w->timer.expires_at(asio::steady_timer::time_point::max());
+                    waiters_.push_back(w);
+                }
+            }
+        }
+
+        if (w)
+        {
+            co_await w->timer.async_wait(use_nothrow);
+            continue;
+        }
+        if (s)
+        {
+            s->stream->rebind(ex);
+            if (replace)
+            {
+                spdlog::debug("{}: closing idle server connection with other startup parameters", s->tag());
+                s->terminate();
+                s.reset();
+                login = true;
+            }
+            else if (!co_await prepare_for_use(*s))
+            {
+                s->terminate();
+                s.reset();
+                std::lock_guard lock(mu_);
+                --total_;
+                continue;  // try again
+            }
+            else
+            {
+                counters_.server_assignments.fetch_add(1, std::memory_order_relaxed);
+                auto waited = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started);
+                counters_.wait_time_us.fetch_add(static_cast<std::uint64_t>(waited.count()), std::memory_order_relaxed);
+                co_return std::move(s);
+            }
+        }
+        if (login)
+        {
+            auto r = co_await login_new(client, client_tag);
+            if (r)
+            {
+                counters_.server_assignments.fetch_add(1, std::memory_order_relaxed);
+                auto waited = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started);
+                counters_.wait_time_us.fetch_add(static_cast<std::uint64_t>(waited.count()), std::memory_order_relaxed);
+            }
+            co_return r;
+        }
+    }
+}
+
+void pool::release(std::unique_ptr<server_conn> s, bool reusable)
+{
+    if (!s)
+        return;
+    std::unique_lock lock(mu_);
+    auto now = clock::now();
+    bool expired = limits_.server_lifetime.count() > 0 && now - s->created >= limits_.server_lifetime;
+    bool stale = (s->target != target_ && !same_server(s->target->settings, target_->settings)) ||
+                 s->id < reconnect_before_id_;
+    if (!reusable || closed_ || expired || stale || !s->stream->is_open())
+    {
+        --total_;
+        if (!closed_)
+            grant_slot_locked();
+        lock.unlock();
+        if (expired && reusable)
+            spdlog::debug("{}: closing server connection older than server_lifetime", s->tag());
+        s->terminate();
+        return;
+    }
+    hand_over_locked(std::move(s));
+}
+
+awaitable<pg_result<param_map>> pool::welcome_parameters(const client_parameters& client, const std::string& client_tag)
+{
+    {
+        std::lock_guard lock(mu_);
+        if (welcome_)
+            co_return *welcome_;
+    }
+    client_parameters plain;  // a login with no client parameters gives the server's defaults
+    auto s = co_await acquire(plain, client_tag);
+    if (!s)
+        co_return s.error();
+    param_map p = (*s)->params;
+    release(std::move(*s), true);
+    (void)client;
+    std::lock_guard lock(mu_);
+    welcome_ = p;
+    co_return p;
+}
+
+void pool::reconfigure(std::shared_ptr<const upstream::target> target, pool_limits limits)
+{
+    std::vector<std::unique_ptr<server_conn>> to_close;
+    {
+        std::lock_guard lock(mu_);
+        bool same = same_server(target_->settings, target->settings);
+        limits_ = std::move(limits);
+        target_ = std::move(target);
+        failing_until_ = {};
+        last_failure_.reset();
+        if (!same)
+        {
+            // Another server or role: every connection is replaced, idle ones now, busy ones when released.
+            welcome_.reset();
+            reconnect_before_id_ = next_server_id();
+            for (auto& s : idle_)
+                to_close.push_back(std::move(s));
+            idle_.clear();
+            total_ -= static_cast<int>(to_close.size());
+        }
+        // A bigger pool (or closed connections) may let waiters in now.
+        while (!waiters_.empty() && total_ < limit_locked(false) && !paused_)
+            grant_slot_locked();
+    }
+    for (auto& s : to_close)
+        close_on_own_thread(std::move(s));
+}
+
+void pool::reconnect()
+{
+    std::vector<std::unique_ptr<server_conn>> to_close;
+    {
+        std::lock_guard lock(mu_);
+        reconnect_before_id_ = next_server_id();
+        for (auto& s : idle_)
+            to_close.push_back(std::move(s));
+        idle_.clear();
+        total_ -= static_cast<int>(to_close.size());
+        for (std::size_t i = 0; i < to_close.size(); ++i)
+            grant_slot_locked();
+    }
+    for (auto& s : to_close)
+        close_on_own_thread(std::move(s));
+}
+
+void pool::pause()
+{
+    std::lock_guard lock(mu_);
+    paused_ = true;
+}
+
+void pool::resume()
+{
+    std::lock_guard lock(mu_);
+    paused_ = false;
+    // Wake waiters: idle servers first, then free slots.
+    while (!waiters_.empty() && !idle_.empty())
+    {
+        auto s = std::move(idle_.back());
+        idle_.pop_back();
+        hand_over_locked(std::move(s));
+    }
+    while (!waiters_.empty() && total_ < limit_locked(false))
+        grant_slot_locked();
+}
+
+bool pool::paused() const
+{
+    std::lock_guard lock(mu_);
+    return paused_;
+}
+
+void pool::fill_min_pool_size_locked()
+{
+    if (paused_ || closed_ || clock::now() < failing_until_)
+        return;
+    int missing = limits_.min_pool_size - total_;
+    for (int i = 0; i < missing && total_ < limit_locked(false); ++i)
+    {
+        ++total_;
+        asio::co_spawn(
+            background_,
+            [self = shared_from_this()]() -> awaitable<void> {
+                client_parameters none;
+                auto s = co_await self->login_new(none, "min_pool_size");
+                if (s)
+                    self->release(std::move(*s), true);
+            },
+            asio::detached);
+    }
+}
+
+void pool::housekeeping()
+{
+    std::vector<std::unique_ptr<server_conn>> to_close;
+    {
+        std::lock_guard lock(mu_);
+        auto now = clock::now();
+        // Reserve pool: a client that waited reserve_pool_timeout may use an extra connection.
+        if (limits_.reserve_pool_size > 0 && !waiters_.empty() && !paused_)
+        {
+            auto& first = waiters_.front();
+            if (now - first->since >= limits_.reserve_pool_timeout && total_ < limit_locked(true))
+            {
+                spdlog::info("{} pool: a client waited {} ms; using the reserve pool", name_,
+                             std::chrono::duration_cast<std::chrono::milliseconds>(now - first->since).count());
+                grant_slot_locked();
+            }
+        }
+        // Idle and lifetime limits, keeping min_pool_size.
+        for (auto it = idle_.begin(); it != idle_.end();)
+        {
+            server_conn& s = **it;
+            bool too_old = limits_.server_lifetime.count() > 0 && now - s.created >= limits_.server_lifetime;
+            bool too_idle = limits_.server_idle_timeout.count() > 0 && now - s.idle_since >= limits_.server_idle_timeout &&
+                            total_ > limits_.min_pool_size;
+            if (too_old || too_idle || s.id < reconnect_before_id_)
+            {
+                spdlog::debug("{}: closing idle server connection ({})", s.tag(),
+                              too_old ? "server_lifetime" : too_idle ? "server_idle_timeout" : "reconnect");
+                to_close.push_back(std::move(*it));
+                it = idle_.erase(it);
+                --total_;
+            }
+            else
+            {
+                ++it;
+            }
+        }
+        fill_min_pool_size_locked();
+    }
+    for (auto& s : to_close)
+        close_on_own_thread(std::move(s));
+}
+
+void pool::close_all(const pg_error& why)
+{
+    std::vector<std::unique_ptr<server_conn>> to_close;
+    {
+        std::lock_guard lock(mu_);
+        closed_ = true;
+        for (auto& s : idle_)
+            to_close.push_back(std::move(s));
+        idle_.clear();
+        total_ -= static_cast<int>(to_close.size());
+        fail_waiters_locked(why);
+    }
+    for (auto& s : to_close)
+        close_on_own_thread(std::move(s));
+}
+
+pool_snapshot pool::snapshot() const
+{
+    std::lock_guard lock(mu_);
+    pool_snapshot p;
+    p.name = name_;
+    p.database = target_->settings.database;
+    p.user = target_->settings.user;
+    p.host = target_->settings.host;
+    p.port = target_->settings.port;
+    p.mode = limits_.mode;
+    p.pool_size = limits_.pool_size;
+    p.min_pool_size = limits_.min_pool_size;
+    p.reserve_pool_size = limits_.reserve_pool_size;
+    p.max_db_connections = limits_.max_db_connections;
+    p.servers_total = total_;
+    p.servers_idle = static_cast<int>(idle_.size());
+    p.servers_connecting = connecting_;
+    p.servers_active = total_ - p.servers_idle - connecting_;
+    p.clients_waiting = static_cast<int>(waiters_.size());
+    if (!waiters_.empty())
+        p.max_wait = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - waiters_.front()->since);
+    p.paused = paused_;
+    return p;
+}
+
+}  // namespace tokenbouncer::pool

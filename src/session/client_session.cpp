@@ -1,0 +1,855 @@
+#include "tokenbouncer/session/client_session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "tokenbouncer/net/message_io.hpp"
+#include "tokenbouncer/protocol/bytes.hpp"
+#include "tokenbouncer/protocol/constants.hpp"
+#include "tokenbouncer/protocol/messages.hpp"
+#include "tokenbouncer/protocol/scram.hpp"
+#include "tokenbouncer/upstream/connector.hpp"
+#include "tokenbouncer/util/crypto.hpp"
+
+namespace tokenbouncer::session {
+
+namespace be = protocol::backend;
+namespace fe = protocol::frontend;
+
+void relay_buffer::consume(std::size_t n)
+{
+    if (n >= len_)
+    {
+        len_ = 0;
+        return;
+    }
+    std::memmove(data_.get(), data_.get() + n, len_ - n);
+    len_ -= n;
+}
+
+void relay_buffer::append(std::string_view s)
+{
+    ensure();
+    std::memcpy(data_.get() + len_, s.data(), s.size());
+    len_ += s.size();
+}
+
+client_session::client_session(shared_state& state, net::socket_type sock, listener_info where)
+    : state_(state),
+      settings_(state.settings()),
+      client_(std::move(sock)),
+      where_(where),
+      id_(state.next_client_id.fetch_add(1, std::memory_order_relaxed)),
+      login_timer_(client_.get_executor()),
+      client_scanner_(settings_->max_packet_size),
+      server_scanner_(protocol::max_message_length),
+      pump_done_(client_.get_executor())
+{
+    error_code ec;
+    auto ep = client_.socket().remote_endpoint(ec);
+    if (!ec && !where_.unix_socket)
+    {
+        // A generic endpoint: turn it back into an IP address for logs.
+        if (ep.protocol().family() == AF_INET || ep.protocol().family() == AF_INET6)
+        {
+            asio::ip::tcp::endpoint tcp_ep;
+            std::memcpy(tcp_ep.data(), ep.data(), std::min<std::size_t>(ep.size(), sizeof(sockaddr_in6)));
+            peer_addr_ = tcp_ep.address().to_string();
+            peer_port_ = tcp_ep.port();
+        }
+    }
+    else if (where_.unix_socket)
+    {
+        peer_addr_ = "unix";
+    }
+}
+
+client_session::~client_session()
+{
+    if (our_key_.pid != 0)
+        state_.cancels.forget(our_key_.pid);
+    if (counted_)
+        state_.clients.fetch_sub(1, std::memory_order_relaxed);
+}
+
+client_info client_session::info() const
+{
+    client_info i;
+    i.id = id_;
+    i.user = user_;
+    i.database = database_;
+    i.addr = peer_addr_;
+    i.port = peer_port_;
+    i.ro = where_.ro;
+    i.tls = client_.is_tls();
+    i.connect_time = connected_at_;
+    auto it = wanted_.find("application_name");
+    if (it != wanted_.end())
+        i.application_name = it->second;
+    i.state = server_ ? "active" : "idle";
+    i.server_id = server_ ? server_->id : 0;
+    return i;
+}
+
+void client_session::request_shutdown()
+{
+    shutdown_requested_ = true;
+    // Wake the client reader if it holds no server (idle between transactions, or not started);
+    // a client in a transaction or a session-mode session is left to finish.
+    if (!server_)
+        client_.cancel();
+}
+
+awaitable<void> client_session::send_error(const pg_error& e)
+{
+    co_await client_.write_all(protocol::build_error_response(e));
+}
+
+// --- startup ------------------------------------------------------------------------------------
+
+awaitable<std::optional<protocol::startup_packet>> client_session::read_startup()
+{
+    std::string buf;
+    for (;;)
+    {
+        auto f = protocol::frame_startup_packet(buf);
+        if (f.state == protocol::startup_frame::status::invalid)
+        {
+            spdlog::info("{}: {}", tag(), f.error.message);
+            co_await send_error(f.error);
+            co_return std::nullopt;
+        }
+        if (f.state == protocol::startup_frame::status::complete)
+        {
+            auto pkt = protocol::parse_startup_packet(std::string_view(buf).substr(0, f.length));
+            leftover_ = buf.substr(f.length);
+            if (!pkt)
+            {
+                spdlog::info("{}: rejected startup packet: {}", tag(), pkt.error().message);
+                co_await send_error(pkt.error());
+                co_return std::nullopt;
+            }
+            co_return std::move(*pkt);
+        }
+        std::size_t want = f.length > buf.size() ? f.length - buf.size() : 4 - buf.size();
+        std::size_t old = buf.size();
+        buf.resize(old + std::max<std::size_t>(want, 1));
+        auto [ec, n] = co_await client_.read_some(buf.data() + old, buf.size() - old);
+        buf.resize(old + n);
+        if (ec)
+        {
+            if (ec == asio::error::operation_aborted)
+                spdlog::info("{}: closing connection: no startup packet within client_login_timeout", tag());
+            else if (old > 0 || ec != asio::error::eof)
+                spdlog::debug("{}: connection closed during startup: {}", tag(), ec.message());
+            co_return std::nullopt;
+        }
+    }
+}
+
+awaitable<void> client_session::handle_cancel(std::uint32_t pid, std::uint32_t key)
+{
+    auto target = state_.cancels.find(pid, key);
+    if (!target)
+    {
+        spdlog::debug("{}: cancel request for unknown client key; ignored", tag());
+        co_return;
+    }
+    auto linked = target->current();
+    if (!linked)
+    {
+        spdlog::debug("{}: cancel request for a client that holds no server connection; dropped", tag());
+        co_return;
+    }
+    spdlog::info("{}: forwarding cancel request to upstream {} (backend pid {})", tag(), linked->target->address(),
+                 linked->key.pid);
+    co_await upstream::send_cancel(linked->target, linked->key, settings_->server_connect_timeout);
+}
+
+awaitable<bool> client_session::authenticate_client(const std::string& user)
+{
+    const auto& s = *settings_;
+    if (s.auth_type == config::auth_type::trust)
+    {
+        if (!where_.loopback && !where_.unix_socket)
+        {
+            co_await send_error(pg_error::fatal(sqlstate::invalid_authorization,
+                                                "trust authentication is only allowed on loopback and Unix sockets"));
+            co_return false;
+        }
+        co_return true;
+    }
+    // scram-sha-256 against auth_file.
+    auto users = state_.users();
+    auto it = users ? users->find(user) : decltype(users->end()){};
+    std::optional<protocol::scram_verifier> verifier;
+    if (users && it != users->end())
+    {
+        verifier = protocol::scram_verifier::parse(it->second);
+        if (!verifier)
+            verifier = protocol::scram_verifier::from_password(it->second);
+    }
+    // An unknown user goes through the same exchange with a made-up verifier, so the answer
+    // does not tell who exists.
+    if (!verifier)
+        verifier = protocol::scram_verifier::from_password(to_hex(random_bytes(16)));
+    bool known = users && it != users->end();
+
+    std::string mechs(protocol::scram_sha_256);
+    mechs.push_back('\0');
+    mechs.push_back('\0');
+    if (co_await client_.write_all(protocol::build_auth_request(protocol::auth_code::sasl, mechs)))
+        co_return false;
+
+    auto fail = [&](const std::string& why) -> awaitable<bool> {
+        spdlog::info("{}: authentication of user \"{}\" failed: {}", tag(), user, why);
+        co_await send_error(pg_error::fatal(sqlstate::invalid_password,
+                                            "password authentication failed for user \"" + user + "\""));
+        co_return false;
+    };
+    net::message_reader reader(client_, 64 * 1024);
+    auto first = co_await reader.next();
+    if (!first || first->type != fe::password)
+        co_return co_await fail("no SASLInitialResponse");
+    protocol::reader r(first->body);
+    auto mech = r.cstring();
+    auto len = r.i32();
+    if (!mech || *mech != protocol::scram_sha_256 || !len || *len < 0 || static_cast<std::size_t>(*len) != r.remaining())
+        co_return co_await fail("malformed SASLInitialResponse");
+    protocol::scram_server scram(std::move(*verifier));
+    std::string reply, err;
+    if (!scram.handle_client_first(r.rest(), reply, err))
+        co_return co_await fail(err);
+    if (co_await client_.write_all(protocol::build_auth_request(protocol::auth_code::sasl_continue, reply)))
+        co_return false;
+    auto final_msg = co_await reader.next();
+    if (!final_msg || final_msg->type != fe::password)
+        co_return co_await fail("no SASLResponse");
+    if (!scram.handle_client_final(final_msg->body, reply, err) || !known)
+        co_return co_await fail(known ? err : "no such user in auth_file");
+    if (co_await client_.write_all(protocol::build_auth_request(protocol::auth_code::sasl_final, reply)))
+        co_return false;
+    leftover_ += reader.take_leftover();
+    co_return true;
+}
+
+awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
+{
+    const auto& s = *settings_;
+    const std::string* user = pkt.params.find("user");
+    user_ = user ? *user : std::string();
+    const std::string* db = pkt.params.find("database");
+    database_ = db && !db->empty() ? *db : user_;
+
+    if (!counted_)
+    {
+        int n = state_.clients.fetch_add(1, std::memory_order_relaxed) + 1;
+        counted_ = true;
+        if (n > s.max_client_conn)
+        {
+            spdlog::warn("{}: refused: max_client_conn ({}) reached", tag(), s.max_client_conn);
+            co_await send_error(pg_error::fatal(sqlstate::too_many_connections,
+                                                "sorry, too many clients already: max_client_conn (" +
+                                                    std::to_string(s.max_client_conn) + ") reached",
+                                                "Raise max_client_conn, or close idle client connections."));
+            co_return false;
+        }
+    }
+    if (state_.shutting_down.load())
+    {
+        co_await send_error(pg_error::fatal(sqlstate::cannot_connect_now, "tokenbouncer is shutting down"));
+        co_return false;
+    }
+
+    // Protocol 3.x with x > 0, or protocol options: tell the client what we speak (as PostgreSQL does).
+    std::vector<std::string> unsupported;
+    for (const auto& [k, v] : pkt.params.items)
+        if (k.rfind("_pq_.", 0) == 0)
+            unsupported.push_back(k);
+    if (pkt.minor > 0 || !unsupported.empty())
+    {
+        if (co_await client_.write_all(protocol::build_negotiate_protocol_version(0, unsupported)))
+            co_return false;
+    }
+    if (const std::string* repl = pkt.params.find("replication"); repl && *repl != "false" && *repl != "0" && *repl != "off")
+    {
+        co_await send_error(pg_error::fatal(sqlstate::feature_not_supported,
+                                            "replication connections are not supported by tokenbouncer"));
+        co_return false;
+    }
+
+    const config::route_settings& route = s.route(where_.ro);
+    if (database_ != route.database)
+    {
+        spdlog::info("{}: refused: asked for database \"{}\" on the {} port, which serves \"{}\"", tag(), database_,
+                     route.name, route.database);
+        co_await send_error(pg_error::fatal(
+            sqlstate::invalid_catalog_name,
+            "database \"" + database_ + "\" does not exist: this tokenbouncer port (" +
+                std::to_string(route.listen_port) + ", " + (where_.ro ? "read-only" : "read-write") +
+                ") serves database \"" + route.database + "\"",
+            "Connect with dbname=" + route.database + "."));
+        co_return false;
+    }
+    if (!route.allowed_users.empty() &&
+        std::find(route.allowed_users.begin(), route.allowed_users.end(), user_) == route.allowed_users.end())
+    {
+        spdlog::info("{}: refused: user \"{}\" is not in {}allowed_users", tag(), user_, where_.ro ? "ro_" : "");
+        co_await send_error(pg_error::fatal(sqlstate::invalid_authorization,
+                                            "user \"" + user_ + "\" may not use the " +
+                                                (where_.ro ? "read-only" : "read-write") + " route of tokenbouncer"));
+        co_return false;
+    }
+    if (!co_await authenticate_client(user_))
+        co_return false;
+
+    pool_ = state_.route_pool(where_.ro);
+    transaction_mode_ = pool_->limits().mode == config::pool_mode::transaction;
+    params_ = pool::split_startup_parameters(pkt.params);
+    auto welcome = co_await pool_->welcome_parameters(params_, tag());
+    if (!welcome)
+    {
+        co_await send_error(welcome.error());
+        co_return false;
+    }
+
+    // What the client would have been told by a direct login: the server's parameters with the
+    // client's own values for those it set.
+    std::string out = protocol::build_auth_ok();
+    for (const auto& [name, value] : *welcome)
+    {
+        std::string v = value;
+        if (auto t = pool::tracked_name(name))
+        {
+            auto it = params_.tracked.find(*t);
+            if (it != params_.tracked.end())
+                v = it->second;
+            wanted_[std::string(*t)] = v;
+        }
+        out += protocol::build_parameter_status(name, v);
+    }
+    for (const auto& [name, value] : params_.tracked)
+        if (!wanted_.count(name))
+        {
+            wanted_[name] = value;
+            out += protocol::build_parameter_status(name, value);
+        }
+    our_key_ = state_.cancels.add(cancel_target_);
+    out += protocol::build_backend_key_data(our_key_.pid, our_key_.key);
+    out += protocol::build_ready_for_query('I');
+    if (co_await client_.write_all(out))
+        co_return false;
+    pool_->counters().client_logins.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("{}: login: user \"{}\" database \"{}\" from {}{} on the {} route{}", tag(), user_, database_,
+                 peer_addr_, peer_port_ ? ":" + std::to_string(peer_port_) : "", where_.ro ? "ro" : "rw",
+                 client_.is_tls() ? " (TLS)" : "");
+    co_return true;
+}
+
+awaitable<void> client_session::run()
+{
+    auto self = shared_from_this();
+    // client_login_timeout: closes the socket if the login is not done in time.
+    login_timer_.expires_after(settings_->client_login_timeout);
+    login_timer_.async_wait([self](error_code ec) {
+        if (!ec)
+            self->client_.cancel();
+    });
+
+    bool tls_done = false;
+    std::optional<protocol::startup_packet> pkt;
+    for (;;)
+    {
+        pkt = co_await read_startup();
+        if (!pkt)
+            break;
+        if (pkt->type == protocol::startup_packet::kind::cancel_request)
+        {
+            login_timer_.cancel();
+            co_await handle_cancel(pkt->cancel_pid, pkt->cancel_key);
+            pkt.reset();
+            break;
+        }
+        if (pkt->type == protocol::startup_packet::kind::startup)
+            break;
+        // SSLRequest or GSSENCRequest: nothing may follow it before our answer.
+        if (!leftover_.empty())
+        {
+            co_await send_error(pg_error::fatal(sqlstate::protocol_violation,
+                                                "received unencrypted data after SSL request"));
+            pkt.reset();
+            break;
+        }
+        auto tls = state_.client_tls();
+        bool offer_tls = pkt->type == protocol::startup_packet::kind::ssl_request && tls && !tls_done &&
+                         settings_->client_tls_sslmode != config::client_tls_mode::disable;
+        if (co_await client_.write_all(offer_tls ? "S" : "N"))
+        {
+            pkt.reset();
+            break;
+        }
+        if (offer_tls)
+        {
+            if (auto why = co_await client_.tls_accept(tls.get()))
+            {
+                spdlog::info("{}: {}", tag(), *why);
+                pkt.reset();
+                break;
+            }
+            tls_done = true;
+        }
+    }
+    if (pkt)
+    {
+        auto mode = settings_->client_tls_sslmode;
+        if (mode != config::client_tls_mode::disable && mode != config::client_tls_mode::allow && !client_.is_tls())
+        {
+            co_await send_error(pg_error::fatal(sqlstate::invalid_authorization,
+                                                "TLS is required to connect to tokenbouncer (client_tls_sslmode)",
+                                                "Connect with sslmode=require."));
+        }
+        else if (co_await handle_startup(*pkt))
+        {
+            login_timer_.cancel();
+            co_await relay();
+        }
+    }
+    login_timer_.cancel();
+    client_.close();
+}
+
+// --- relay --------------------------------------------------------------------------------------
+
+protocol::scan_action client_session::on_client_message(char type)
+{
+    switch (type)
+    {
+    case fe::terminate:
+        client_terminated_ = true;
+        return protocol::scan_action::stop_before;
+    case fe::query:
+    case fe::function_call:
+        ++outstanding_;
+        return protocol::scan_action::next;
+    case fe::sync:
+        ++outstanding_;
+        pending_since_sync_ = false;
+        return protocol::scan_action::next;
+    case fe::parse:
+    case fe::bind:
+    case fe::describe:
+    case fe::execute:
+    case fe::close:
+    case fe::flush:
+        pending_since_sync_ = true;
+        return protocol::scan_action::next;
+    default:
+        return protocol::scan_action::next;  // CopyData/CopyDone/CopyFail and unknown types pass through
+    }
+}
+
+protocol::scan_action client_session::on_server_message(char type, std::uint32_t total, std::string_view bytes)
+{
+    switch (type)
+    {
+    case be::ready_for_query: {
+        if (total != 6)
+            return protocol::scan_action::next;
+        txn_status_ = bytes[5];
+        if (outstanding_ > 0)
+            --outstanding_;
+        auto& c = pool_->counters();
+        c.queries.fetch_add(1, std::memory_order_relaxed);
+        if (txn_status_ == 'I')
+            c.xacts.fetch_add(1, std::memory_order_relaxed);
+        if (transaction_mode_ && txn_status_ == 'I' && outstanding_ == 0 && !pending_since_sync_)
+        {
+            release_after_pump_ = true;
+            return protocol::scan_action::stop_after;
+        }
+        return protocol::scan_action::next;
+    }
+    case be::parameter_status: {
+        if (bytes.size() < total)
+            return protocol::scan_action::next;
+        auto ps = protocol::parse_parameter_status(bytes.substr(5));
+        if (ps && server_)
+        {
+            server_->apply_parameter_status(ps->name, ps->value);
+            if (auto t = pool::tracked_name(ps->name))
+                wanted_[std::string(*t)] = std::string(ps->value);
+        }
+        return protocol::scan_action::next;
+    }
+    default:
+        return protocol::scan_action::next;
+    }
+}
+
+bool client_session::server_clean() const
+{
+    return server_ && !server_failed_ && outstanding_ == 0 && !pending_since_sync_ && txn_status_ == 'I' &&
+           server_scanner_.at_boundary() && s2c_.size() == 0 && client_scanner_.at_boundary();
+}
+
+awaitable<bool> client_session::link_server()
+{
+    // A previous pump may still be writing its last bytes to the client.
+    co_await wait_for_pump();
+    auto s = co_await pool_->acquire(params_, tag());
+    if (!s)
+    {
+        spdlog::info("{}: no server connection: {}", tag(), s.error().to_string());
+        co_await send_error(s.error());
+        co_return false;
+    }
+    server_ = std::move(*s);
+    // Make the server's tracked parameters match what this client expects.
+    std::string sync = pool::build_sync_query(wanted_, server_->params);
+    if (!sync.empty())
+    {
+        std::vector<std::pair<std::string, std::string>> reported;
+        auto r = co_await pool::pool::run_query(*server_, sync, &reported);
+        if (!r)
+        {
+            spdlog::info("{}: {}: setting client parameters failed: {}", tag(), server_->tag(), r.error().to_string());
+            pool_->release(std::move(server_), false);
+            co_await send_error(r.error());
+            co_return false;
+        }
+        if (r->sql_error)
+        {
+            // A value the server does not accept (a direct login would have failed the same way).
+            pool_->release(std::move(server_), true);
+            pg_error e = *r->sql_error;
+            e.severity = "FATAL";
+            co_await send_error(e);
+            co_return false;
+        }
+        // Values the server normalised ("iso" -> "ISO, MDY"): tell the client, as a login would have.
+        std::string notes;
+        for (const auto& [name, value] : reported)
+        {
+            if (auto t = pool::tracked_name(name))
+            {
+                auto& w = wanted_[std::string(*t)];
+                if (w != value)
+                {
+                    w = value;
+                    notes += protocol::build_parameter_status(name, value);
+                }
+            }
+        }
+        if (!notes.empty() && co_await client_.write_all(notes))
+        {
+            client_failed_ = true;
+            co_return false;
+        }
+    }
+    cancel_target_->link(server_->target, server_->key);
+    txn_status_ = 'I';
+    server_scanner_.reset();
+    release_after_pump_ = false;
+    pump_running_ = true;
+    pump_done_.expires_at(asio::steady_timer::time_point::max());
+    asio::co_spawn(client_.get_executor(), server_pump(), [self = shared_from_this()](std::exception_ptr e) {
+        if (e)
+        {
+            try
+            {
+                std::rethrow_exception(e);
+            }
+            catch (const std::exception& ex)
+            {
+                spdlog::error("{}: server pump failed: {}", self->tag(), ex.what());
+            }
+        }
+        self->pump_running_ = false;
+        self->pump_done_.cancel();
+    });
+    co_return true;
+}
+
+awaitable<void> client_session::wait_for_pump()
+{
+    while (pump_running_)
+        co_await pump_done_.async_wait(use_nothrow);
+}
+
+awaitable<void> client_session::server_pump()
+{
+    net::stream& srv = *server_->stream;
+    s2c_.ensure();
+    auto need = [](char type, std::uint32_t total) -> std::size_t {
+        return type == be::ready_for_query || type == be::parameter_status ? total : 5;
+    };
+    bool skip_read = false;
+    for (;;)
+    {
+        error_code ec;
+        std::size_t n = 0;
+        if (!skip_read)
+            std::tie(ec, n) = co_await srv.read_some(s2c_.tail(), s2c_.space());
+        skip_read = false;
+        if (ec)
+        {
+            if (ec != asio::error::operation_aborted)
+            {
+                server_failed_ = true;
+                std::string why = ec == asio::error::eof ? "the server closed the connection" : ec.message();
+                spdlog::warn("{}: {}: lost the upstream connection: {}", tag(), server_->tag(), why);
+                server_failure_ = pg_error::fatal(
+                    sqlstate::connection_failure,
+                    "server connection lost: upstream " + server_->target->address() + ": " + why,
+                    "The upstream server restarted or dropped the connection; reconnect to retry.");
+                // Tell the client, unless it is in the middle of a message.
+                if (server_scanner_.at_boundary() && s2c_.size() == 0)
+                    co_await send_error(*server_failure_);
+                client_.cancel();
+            }
+            co_return;
+        }
+        s2c_.grow(n);
+        // Read what else is already there (TLS records decrypted in one go) before writing.
+        while (s2c_.space() > 0 && srv.has_pending_input())
+        {
+            error_code ec2;
+            std::size_t m = srv.read_now(s2c_.tail(), s2c_.space(), ec2);
+            if (ec2 || m == 0)
+                break;
+            s2c_.grow(m);
+        }
+        auto res = server_scanner_.scan(
+            s2c_.view(), s2c_.capacity(), need,
+            [this](char type, std::uint32_t total, std::string_view bytes) { return on_server_message(type, total, bytes); });
+        if (res.invalid)
+        {
+            server_failed_ = true;
+            spdlog::error("{}: {}: invalid message from the upstream (type '{}', length {})", tag(), server_->tag(),
+                          res.invalid_type, res.invalid_length);
+            client_.cancel();
+            co_return;
+        }
+        std::unique_ptr<pool::server_conn> released;
+        if (release_after_pump_ && res.consumed == s2c_.size() && server_scanner_.at_boundary())
+        {
+            // Transaction over: the server goes back to the pool now, before we yield, so the client
+            // reader cannot send it anything more.
+            cancel_target_->unlink();
+            released = std::move(server_);
+        }
+        else if (release_after_pump_)
+        {
+            release_after_pump_ = false;  // more bytes follow the ReadyForQuery: keep going
+        }
+        if (res.consumed > 0)
+        {
+            pool_->counters().bytes_sent.fetch_add(res.consumed, std::memory_order_relaxed);
+            if (auto wec = co_await client_.write_all(std::string_view(s2c_.data(), res.consumed)))
+            {
+                client_failed_ = true;
+                if (released)
+                    pool_->release(std::move(released), true);
+                client_.cancel();
+                co_return;
+            }
+            s2c_.consume(res.consumed);
+        }
+        if (released)
+        {
+            s2c_.release_if_empty();
+            pool_->release(std::move(released), true);
+            if (shutdown_requested_)
+                client_.cancel();  // wake the client reader so it can leave
+            co_return;
+        }
+        // Stopped after a ReadyForQuery with more bytes behind it: scan those before reading.
+        skip_read = res.stopped && s2c_.size() > 0;
+    }
+}
+
+awaitable<void> client_session::unlink_at_end()
+{
+    if (!server_)
+    {
+        co_await wait_for_pump();
+        co_return;
+    }
+    if (pump_running_)
+    {
+        server_->stream->cancel();
+        client_.cancel();
+        co_await wait_for_pump();
+    }
+    cancel_target_->unlink();
+    if (!server_)
+        co_return;
+    bool clean = server_clean();
+    if (clean && !transaction_mode_)
+    {
+        // Session mode: reset the server before the next client gets it.
+        std::string reset = pool_->limits().server_reset_query;
+        if (!reset.empty())
+        {
+            auto r = co_await pool::pool::run_query(*server_, reset, nullptr);
+            clean = r && !r->sql_error;
+            if (!clean)
+                spdlog::warn("{}: server_reset_query failed; closing the server connection", server_->tag());
+        }
+    }
+    if (!clean)
+        spdlog::debug("{}: {} not at a clean boundary (client left mid-transaction or mid-message); closing it",
+                      tag(), server_->tag());
+    pool_->release(std::move(server_), clean);
+}
+
+awaitable<void> client_session::relay()
+{
+    c2s_.append(leftover_);
+    leftover_.clear();
+    c2s_.release_if_empty();
+    end_reason reason = end_reason::client_left;
+    const auto& s = *settings_;
+
+    for (;;)
+    {
+        if (shutdown_requested_ && !server_)
+        {
+            reason = end_reason::shutdown;
+            break;
+        }
+        if (c2s_.size() == 0 && !client_.has_pending_input())
+        {
+            // Nothing buffered: wait for the client without holding a buffer (idle clients cost little).
+            if (!server_)
+                c2s_.release_if_empty();
+            std::chrono::milliseconds idle_limit{0};
+            if (txn_status_ == 'I' && s.client_idle_timeout.count() > 0)
+                idle_limit = s.client_idle_timeout;
+            else if (txn_status_ != 'I' && s.idle_transaction_timeout.count() > 0)
+                idle_limit = s.idle_transaction_timeout;
+            error_code wec;
+            if (idle_limit.count() > 0 && outstanding_ == 0)
+            {
+                asio::steady_timer t(client_.get_executor(), idle_limit);
+                bool fired = false;
+                t.async_wait([this, &fired](error_code e) {
+                    if (!e)
+                    {
+                        fired = true;
+                        client_.cancel();
+                    }
+                });
+                wec = co_await client_.wait_readable();
+                t.cancel();
+                if (fired)
+                {
+                    reason = end_reason::timeout;
+                    std::string which = txn_status_ == 'I' ? "client_idle_timeout" : "idle_transaction_timeout";
+                    spdlog::info("{}: closing: idle longer than {}", tag(), which);
+                    if (!pump_running_ || outstanding_ == 0)
+                        co_await send_error(pg_error::fatal(sqlstate::admin_shutdown,
+                                                            "terminating connection: idle longer than " + which));
+                    break;
+                }
+            }
+            else
+            {
+                wec = co_await client_.wait_readable();
+            }
+            if (wec)
+            {
+                reason = server_failed_ ? end_reason::server_error
+                         : shutdown_requested_ ? end_reason::shutdown
+                                               : end_reason::client_error;
+                break;
+            }
+        }
+        c2s_.ensure();
+        error_code ec;
+        std::size_t n = client_.read_now(c2s_.tail(), c2s_.space(), ec);
+        if (ec == asio::error::would_block)
+            continue;
+        if (ec)
+        {
+            reason = ec == asio::error::eof ? end_reason::client_left
+                     : server_failed_       ? end_reason::server_error
+                                            : end_reason::client_error;
+            break;
+        }
+        c2s_.grow(n);
+        auto res = client_scanner_.scan(
+            c2s_.view(), c2s_.capacity(), [](char, std::uint32_t) -> std::size_t { return 5; },
+            [this](char type, std::uint32_t, std::string_view) { return on_client_message(type); });
+        if (res.invalid)
+        {
+            spdlog::info("{}: invalid message from the client (type '{}', length {}); closing", tag(), res.invalid_type,
+                         res.invalid_length);
+            if (!server_ || outstanding_ == 0)
+                co_await send_error(pg_error::fatal(
+                    sqlstate::protocol_violation,
+                    "invalid message length " + std::to_string(res.invalid_length) + " for message type '" +
+                        std::string(1, res.invalid_type) + "' (max_packet_size is " +
+                        std::to_string(s.max_packet_size) + ")"));
+            reason = end_reason::client_error;
+            break;
+        }
+        if (res.consumed > 0)
+        {
+            if (!server_)
+            {
+                if (shutdown_requested_)
+                {
+                    reason = end_reason::shutdown;
+                    break;
+                }
+                if (!co_await link_server())
+                {
+                    reason = end_reason::server_error;
+                    break;
+                }
+            }
+            pool_->counters().bytes_received.fetch_add(res.consumed, std::memory_order_relaxed);
+            if (auto wec = co_await server_->stream->write_all(std::string_view(c2s_.data(), res.consumed)))
+            {
+                server_failed_ = true;
+                spdlog::warn("{}: {}: lost the upstream connection while sending: {}", tag(), server_->tag(),
+                             wec.message());
+                if (!server_failure_)
+                    server_failure_ = pg_error::fatal(sqlstate::connection_failure,
+                                                      "server connection lost: upstream " +
+                                                          server_->target->address() + ": " + wec.message());
+                reason = end_reason::server_error;
+                break;
+            }
+            c2s_.consume(res.consumed);
+        }
+        if (client_terminated_)
+        {
+            reason = end_reason::client_left;
+            break;
+        }
+    }
+
+    bool server_was_lost = server_failed_;
+    co_await unlink_at_end();
+    if (reason == end_reason::shutdown)
+    {
+        co_await send_error(pg_error::fatal(sqlstate::admin_shutdown, "tokenbouncer is shutting down",
+                                            "Reconnect to another instance, or when it is back."));
+    }
+    else if (server_was_lost && server_failure_ && !pump_running_)
+    {
+        // The pump already told the client when it could; nothing more to send.
+    }
+    spdlog::info("{}: closing: {}", tag(),
+                 reason == end_reason::client_left    ? "client disconnected"
+                 : reason == end_reason::client_error ? "client connection error"
+                 : reason == end_reason::server_error ? "server connection failed"
+                 : reason == end_reason::shutdown     ? "shutdown"
+                                                      : "timeout");
+}
+
+}  // namespace tokenbouncer::session

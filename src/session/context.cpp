@@ -1,0 +1,64 @@
+#include "tokenbouncer/session/context.hpp"
+
+#include "tokenbouncer/session/client_session.hpp"
+
+namespace tokenbouncer::session {
+
+std::shared_ptr<const config::settings> shared_state::settings() const
+{
+    std::lock_guard lock(mu_);
+    return settings_;
+}
+
+std::shared_ptr<const auth_users> shared_state::users() const
+{
+    std::lock_guard lock(mu_);
+    return users_;
+}
+
+net::ssl_ctx_ptr shared_state::client_tls() const
+{
+    std::lock_guard lock(mu_);
+    return client_tls_;
+}
+
+void shared_state::set(std::shared_ptr<const config::settings> s, std::shared_ptr<const auth_users> u,
+                       net::ssl_ctx_ptr tls)
+{
+    std::lock_guard lock(mu_);
+    settings_ = std::move(s);
+    users_ = std::move(u);
+    client_tls_ = std::move(tls);
+}
+
+void shared_state::add_session(const std::shared_ptr<client_session>& s)
+{
+    std::lock_guard lock(sessions_mu_);
+    sessions_[s.get()] = s;
+}
+
+void shared_state::remove_session(client_session* s)
+{
+    std::function<void()> notify;
+    {
+        std::lock_guard lock(sessions_mu_);
+        sessions_.erase(s);
+        if (sessions_.empty() && shutting_down.load())
+            notify = on_idle;
+    }
+    if (notify)
+        notify();
+}
+
+std::vector<std::shared_ptr<client_session>> shared_state::sessions() const
+{
+    std::vector<std::shared_ptr<client_session>> out;
+    std::lock_guard lock(sessions_mu_);
+    out.reserve(sessions_.size());
+    for (const auto& [_, w] : sessions_)
+        if (auto s = w.lock())
+            out.push_back(std::move(s));
+    return out;
+}
+
+}  // namespace tokenbouncer::session

@@ -1,0 +1,1 @@
+#include "tokenbouncer/upstream/credential.hpp"
