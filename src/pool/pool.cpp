@@ -212,8 +212,8 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::login_new(const client_
     if (client.untracked.items.empty())
         welcome_ = s->params;
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count();
-    spdlog::info("{}: logged in to upstream {} as \"{}\" for {} in {} ms (credential {}, backend pid {})", s->tag(),
-                 t->address(), t->settings.user, client_tag, ms, s->credential_fingerprint, s->key.pid);
+    spdlog::info("{}: logged in to upstream {} as \"{}\" for {} in {} ms ({}, backend pid {})", s->tag(),
+                 t->address(), t->settings.user, client_tag, ms, s->credential_label, s->key.pid);
     co_return std::move(s);
 }
 

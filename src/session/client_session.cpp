@@ -373,7 +373,17 @@ awaitable<void> client_session::run()
             break;
         }
         if (pkt->type == protocol::startup_packet::kind::startup)
+        {
+            if (spdlog::should_log(spdlog::level::trace))
+            {
+                std::string p;
+                for (const auto& [k, v] : pkt->params.items)
+                    p += (p.empty() ? "" : ", ") + k + "=" + v;
+                spdlog::trace("{}: StartupMessage {}.{}: {}", tag(), pkt->major, pkt->minor, p);
+            }
             break;
+        }
+        spdlog::trace("{}: {}", tag(), pkt->type == protocol::startup_packet::kind::ssl_request ? "SSLRequest" : "GSSENCRequest");
         // SSLRequest or GSSENCRequest: nothing may follow it before our answer.
         if (!leftover_.empty())
         {
@@ -506,6 +516,7 @@ awaitable<bool> client_session::link_server()
         co_return false;
     }
     server_ = std::move(*s);
+    spdlog::debug("{}: linked to {} (backend pid {})", tag(), server_->tag(), server_->key.pid);
     // Make the server's tracked parameters match what this client expects.
     std::string sync = pool::build_sync_query(wanted_, server_->params);
     if (!sync.empty())
@@ -659,6 +670,7 @@ awaitable<void> client_session::server_pump()
         }
         if (released)
         {
+            spdlog::trace("{}: transaction done; {} back to the pool", tag(), released->tag());
             s2c_.release_if_empty();
             pool_->release(std::move(released), true);
             if (shutdown_requested_)
@@ -699,7 +711,9 @@ awaitable<void> client_session::unlink_at_end()
                 spdlog::warn("{}: server_reset_query failed; closing the server connection", server_->tag());
         }
     }
-    if (!clean)
+    if (clean)
+        spdlog::debug("{}: {} back to the pool", tag(), server_->tag());
+    else
         spdlog::debug("{}: {} not at a clean boundary (client left mid-transaction or mid-message); closing it",
                       tag(), server_->tag());
     pool_->release(std::move(server_), clean);

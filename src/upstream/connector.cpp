@@ -86,6 +86,7 @@ awaitable<std::optional<login_failure>> negotiate_tls(const target& t, net::stre
     if (answer != 'S')
         co_return network_failure(t, "unexpected answer to SSLRequest (is this a PostgreSQL server?)");
     bool check_host = s.sslmode == config::sslmode::verify_full;
+    spdlog::trace("upstream {}: server accepts TLS; handshake (pg_sslmode {})", t.address(), config::to_string(s.sslmode));
     if (auto why = co_await st.tls_connect(t.tls.get(), s.host, check_host))
     {
         login_failure f = network_failure(t, *why + " (pg_sslmode = " + std::string(config::to_string(s.sslmode)) + ")");
@@ -93,6 +94,11 @@ awaitable<std::optional<login_failure>> negotiate_tls(const target& t, net::stre
                        "trusted CA for the host name in pg_host.";
         co_return f;
     }
+    spdlog::debug("upstream {}: TLS established ({}, {}){}", t.address(), SSL_get_version(st.ssl()),
+                  SSL_get_cipher_name(st.ssl()),
+                  s.sslmode == config::sslmode::verify_full ? "; certificate and host name verified"
+                  : s.sslmode == config::sslmode::verify_ca ? "; certificate chain verified"
+                                                            : "; certificate not verified (pg_sslmode require)");
     co_return std::nullopt;
 }
 
@@ -116,7 +122,7 @@ login_failure violation(const target& t, const std::string& what)
 
 // The authentication exchange, up to AuthenticationOk.
 awaitable<std::optional<login_failure>> authenticate(const target& t, net::stream& st, net::message_reader& reader,
-                                                     bool refresh, std::string& fingerprint)
+                                                     bool refresh, std::string& label)
 {
     std::optional<protocol::scram_client> scram;
     for (;;)
@@ -136,14 +142,18 @@ awaitable<std::optional<login_failure>> authenticate(const target& t, net::strea
 
         auto get_password = [&]() -> awaitable<pg_result<secret>> {
             auto p = co_await t.credential->password(refresh);
+            // A token's fingerprint helps to follow refreshes; a static password's would only
+            // help someone guessing it.
             if (p)
-                fingerprint = p->fingerprint();
+                label = t.credential->refreshable() ? "token " + p->fingerprint() : t.credential->describe();
             co_return p;
         };
         std::string reply;
+        spdlog::trace("upstream {}: authentication request code {}", t.address(), static_cast<int>(req->code));
         switch (req->code)
         {
         case auth_code::ok:
+            spdlog::trace("upstream {}: authentication ok", t.address());
             co_return std::nullopt;
         case auth_code::cleartext_password: {
             auto pw = co_await get_password();
@@ -207,6 +217,7 @@ awaitable<std::optional<login_failure>> authenticate(const target& t, net::strea
 awaitable<connect_result> login_once(std::shared_ptr<const target> t, const protocol::startup_parameters& extra,
                                      bool refresh)
 {
+    spdlog::debug("upstream {}: connecting{}", t->address(), refresh ? " (with a fresh credential)" : "");
     auto sock = co_await open_socket(*t);
     if (!sock)
         co_return sock.error();
@@ -228,7 +239,7 @@ awaitable<connect_result> login_once(std::shared_ptr<const target> t, const prot
         co_return network_failure(*t, "could not send the startup packet: " + ec.message());
 
     net::message_reader reader(st, protocol::max_login_message_length);
-    if (auto f = co_await authenticate(*t, st, reader, refresh, conn->credential_fingerprint))
+    if (auto f = co_await authenticate(*t, st, reader, refresh, conn->credential_label))
         co_return std::move(*f);
 
     // After AuthenticationOk: parameters, the cancel key, then ReadyForQuery.

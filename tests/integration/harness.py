@@ -291,3 +291,49 @@ class Tokenbouncer:
     def cleanup(self):
         self.stop(_signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def read_message(sock):
+    """One typed message from a raw protocol socket: (type, body)."""
+    def exactly(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("connection closed")
+            buf += chunk
+        return buf
+    header = exactly(5)
+    length = int.from_bytes(header[1:5], "big")
+    return header[:1], exactly(length - 4)
+
+
+def error_fields(body):
+    """The fields of an ErrorResponse/NoticeResponse body, keyed by their letter."""
+    out = {}
+    for part in body.split(b"\0"):
+        if part:
+            out[part[:1].decode()] = part[1:].decode(errors="replace")
+    return out
+
+
+def raw_login(port, user="kong", database="appdb", host="127.0.0.1", timeout=30):
+    """Logs in with a hand-made StartupMessage; returns (socket, error fields or None)."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    params = f"user\0{user}\0database\0{database}\0\0".encode()
+    body = (3 << 16).to_bytes(4, "big") + params
+    s.sendall((len(body) + 4).to_bytes(4, "big") + body)
+    while True:
+        t, body = read_message(s)
+        if t == b"E":
+            return s, error_fields(body)
+        if t == b"Z":
+            return s, None
+
+
+def login_error(port, **kw):
+    """The ErrorResponse fields a login gets (asserts that it fails)."""
+    s, err = raw_login(port, **kw)
+    s.close()
+    assert err is not None, "the login succeeded"
+    return err

@@ -26,7 +26,7 @@ struct server_conn
     std::shared_ptr<const upstream::target> target;
     clock::time_point created = clock::now();
     clock::time_point idle_since = clock::now();
-    std::string credential_fingerprint;  // of the password/token it logged in with (for logs)
+    std::string credential_label;  // "token 1a2b3c4d" or "pg_password": what it logged in with (for logs)
 
     // Transaction mode: server-side names of the prepared statements this connection holds.
     std::unordered_set<std::string> prepared;
