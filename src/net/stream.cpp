@@ -33,7 +33,8 @@ error_code ssl_error_code()
 
 stream::stream(socket_type sock) : sock_(std::move(sock)), protocol_(sock_.local_endpoint().protocol())
 {
-    sock_.native_non_blocking(true);
+    // non_blocking (not only native_non_blocking): synchronous calls must return would_block, never wait.
+    sock_.non_blocking(true);
 }
 
 stream::~stream()
@@ -254,7 +255,7 @@ void stream::rebind(const asio::any_io_executor& ex)
         ::close(fd);
         return;
     }
-    sock_.native_non_blocking(true, ec);
+    sock_.non_blocking(true, ec);
 }
 
 void stream::cancel() noexcept
