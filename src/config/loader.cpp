@@ -285,7 +285,10 @@ std::optional<duration> parse_duration(std::string_view text)
     auto [p, ec] = std::from_chars(number.data(), number.data() + number.size(), v);
     if (ec != std::errc() || p != number.data() + number.size() || !std::isfinite(v) || v < 0 || v > 1e15)
         return std::nullopt;
-    return duration(static_cast<long long>(std::llround(v * scale)));
+    double ms = v * scale;
+    if (ms > 1e15)
+        return std::nullopt;
+    return duration(static_cast<long long>(std::llround(ms)));
 }
 
 void parse_config_text(std::string_view text, raw_config& raw, std::vector<problem>& problems)
@@ -456,8 +459,9 @@ load_result build_settings(raw_config raw, std::vector<problem> problems)
             problems.push_back({p + "user", where(p + "user"), "must not be empty"});
         if (r->azure_auth)
         {
+            std::string sslkey = raw.count(p + "sslmode") ? p + "sslmode" : "pg_sslmode";
             if (r->sslmode == sslmode::disable)
-                problems.push_back({p + "sslmode", where(p + "sslmode"),
+                problems.push_back({sslkey, where(sslkey),
                                     "is disable, but " + p + "azure_auth = on requires TLS to the upstream: "
                                     "use verify-full (or require)"});
             if (!r->password.empty() && (r == &s.rw || raw.count("pg_ro_password")))
@@ -465,9 +469,25 @@ load_result build_settings(raw_config raw, std::vector<problem> problems)
                                     "is ignored because " + p + "azure_auth is on", true});
         }
         if (r->min_pool_size > r->pool_size)
-            problems.push_back({p + "min_pool_size", where(p + "min_pool_size"),
-                                "(" + std::to_string(r->min_pool_size) + ") is larger than the pool size (" +
-                                    std::to_string(r->pool_size) + ")"});
+        {
+            // Name the keys the user actually wrote (pg_ro_ inherits pg_, which falls back to the global key).
+            auto written = [&](std::initializer_list<std::string> chain) {
+                for (const auto& k : chain)
+                    if (raw.count(k))
+                        return k;
+                return *std::prev(chain.end());
+            };
+            bool ro = r == &s.ro;
+            std::string min_key = ro ? written({"pg_ro_min_pool_size", "pg_min_pool_size", "min_pool_size"})
+                                     : written({"pg_min_pool_size", "min_pool_size"});
+            std::string size_key = ro ? written({"pg_ro_pool_size", "pg_pool_size", "default_pool_size"})
+                                      : written({"pg_pool_size", "default_pool_size"});
+            bool ro_specific = min_key.rfind("pg_ro_", 0) == 0 || size_key.rfind("pg_ro_", 0) == 0;
+            if (!ro || ro_specific)
+                problems.push_back({min_key, where(min_key),
+                                    "(" + std::to_string(r->min_pool_size) + ") is larger than the pool size (" +
+                                        size_key + " = " + std::to_string(r->pool_size) + ")"});
+        }
     }
     if (s.ro_enabled && s.ro.listen_port == s.rw.listen_port)
         problems.push_back({"ro_listen_port", where("ro_listen_port"),

@@ -120,6 +120,8 @@ pg_error to_pg_error(const error_fields& fields)
         e.severity = get('S', "ERROR");
     // A server error without SQLSTATE is still an error (cf. PgBouncer CVE-2026-6666).
     e.code = get('C', sqlstate::internal_error);
+    if (e.code.size() != 5)
+        e.code = sqlstate::internal_error;
     e.message = get('M', "(no message)");
     e.detail = get('D', "");
     e.hint = get('H', "");

@@ -147,6 +147,11 @@ bool scram_client::handle_server_first(std::string_view server_first, std::strin
 
 bool scram_client::verify_server_final(std::string_view server_final, std::string& error) const
 {
+    if (auth_message_.empty() || server_key_.empty())
+    {
+        error = "SCRAM server-final-message before server-first-message";
+        return false;
+    }
     if (server_final.substr(0, 2) == "e=")
     {
         error = "SCRAM authentication failed: " + std::string(server_final.substr(2));
