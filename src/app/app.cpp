@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tokenbouncer/auth/token_cache.hpp"
 #include "tokenbouncer/net/listener.hpp"
 #include "tokenbouncer/session/client_session.hpp"
 #include "tokenbouncer/session/context.hpp"
@@ -109,12 +110,16 @@ public:
 
 private:
     bool setup(std::string& error);
-    std::shared_ptr<const upstream::target> build_target(const config::route_settings& r, std::string& error);
+    awaitable<void> startup();
+    // The connection target of a route; for pg_azure_auth routes this resolves the credential
+    // chain and fetches the first token. Null with `error` set on failure.
+    awaitable<std::shared_ptr<const upstream::target>> build_target(const config::settings& s,
+                                                                    const config::route_settings& r, std::string& error);
     bool open_listeners(std::string& error);
     awaitable<void> accept_loop(net::listener* l, session::listener_info info);
     awaitable<void> signal_loop();
     awaitable<void> housekeeping_loop();
-    void reload();
+    awaitable<void> reload();
     void begin_shutdown();
     void finish();
     asio::io_context& next_worker();
@@ -130,9 +135,14 @@ private:
     bool stopping_ = false;
     int exit_code_ = 0;
     std::unique_ptr<asio::steady_timer> shutdown_deadline_;
+    auth::token_cache tokens_{control_.get_executor()};
+    std::vector<std::pair<net::listener*, session::listener_info>> accept_pending_;
+    bool reloading_ = false;
 };
 
-std::shared_ptr<const upstream::target> application::build_target(const config::route_settings& r, std::string& error)
+awaitable<std::shared_ptr<const upstream::target>> application::build_target(const config::settings& s,
+                                                                             const config::route_settings& r,
+                                                                             std::string& error)
 {
     auto t = std::make_shared<upstream::target>();
     t->settings = r;
@@ -140,16 +150,25 @@ std::shared_ptr<const upstream::target> application::build_target(const config::
     {
         t->tls = net::make_upstream_tls_context(r.sslmode, r.sslrootcert, error);
         if (!t->tls)
-            return nullptr;
+            co_return nullptr;
     }
     std::string prefix = r.name == "ro" ? "pg_ro_" : "pg_";
-    if (r.azure_auth)
+    if (!r.azure_auth)
     {
-        error = prefix + "azure_auth = on is not supported yet";
-        return nullptr;
+        t->credential = std::make_shared<upstream::static_password>(r.password, prefix + "password");
+        co_return t;
     }
-    t->credential = std::make_shared<upstream::static_password>(r.password, prefix + "password");
-    return t;
+    auto id = auth::resolve_identity(r, s, auth::azure_environment::from_process());
+    auto resolved = co_await auth::resolve_chain(auth::build_chain(id), r.name);
+    if (!resolved)
+    {
+        error = "failed to initialize Azure client: no authentication mechanism worked for azure";
+        co_return nullptr;
+    }
+    auto entry = tokens_.entry_for(std::move(resolved->cred), std::move(resolved->first), resolved->fetched_at, r.name,
+                                   auth::refresh_policy{s.azure_refresh_margin});
+    t->credential = std::make_shared<auth::token_source>(entry, r.user, s.server_connect_timeout);
+    co_return t;
 }
 
 bool application::setup(std::string& error)
@@ -180,25 +199,46 @@ bool application::setup(std::string& error)
         }
     }
     state_.set(settings_, users, client_tls);
+    return true;
+}
 
-    auto rw = build_target(s.rw, e);
-    if (!rw)
+awaitable<void> application::startup()
+{
+    const auto& s = *settings_;
+    std::string error;
+    auto rw = co_await build_target(s, s.rw, error);
+    std::shared_ptr<const upstream::target> ro;
+    if (rw && s.ro_enabled)
+        ro = co_await build_target(s, s.ro, error);
+    if (!rw || (s.ro_enabled && !ro) || !open_listeners(error))
     {
-        error = e;
-        return false;
+        spdlog::critical("{}", error);
+        if (error.find("failed to initialize Azure client") != std::string::npos)
+            spdlog::critical("run with -vv (or --vv) to see why each Azure credential did not work");
+        sd::notify("STATUS=failed to start: " + error);
+        exit_code_ = 1;
+        tokens_.stop();
+        control_.stop();
+        co_return;
     }
     state_.rw_pool = std::make_shared<pool::pool>("rw", rw, pool::pool_limits::from(s, s.rw), control_.get_executor());
-    if (s.ro_enabled)
-    {
-        auto ro = build_target(s.ro, e);
-        if (!ro)
-        {
-            error = e;
-            return false;
-        }
+    if (ro)
         state_.ro_pool = std::make_shared<pool::pool>("ro", ro, pool::pool_limits::from(s, s.ro), control_.get_executor());
-    }
-    return open_listeners(error);
+    for (auto& l : accept_pending_)
+        asio::co_spawn(control_, accept_loop(l.first, l.second), asio::detached);
+    accept_pending_.clear();
+    asio::co_spawn(control_, housekeeping_loop(), asio::detached);
+
+    for (const auto& l : listeners_)
+        spdlog::info("listening on {}", l->describe());
+    spdlog::info("tokenbouncer {} ready: rw route -> {}:{} database \"{}\" as \"{}\" ({}, {}, pg_sslmode {}){}; {} worker(s)",
+                 TOKENBOUNCER_VERSION, s.rw.host, s.rw.port, s.rw.database, s.rw.user,
+                 rw->credential->describe(), to_string(s.rw.pool_mode), to_string(s.rw.sslmode),
+                 ro ? "; ro route -> " + s.ro.host + ":" + std::to_string(s.ro.port) + " as \"" + s.ro.user + "\" (" +
+                          ro->credential->describe() + ")"
+                    : std::string(),
+                 workers_.size());
+    sd::notify("READY=1\nSTATUS=serving");
 }
 
 bool application::open_listeners(std::string& error)
@@ -215,8 +255,7 @@ bool application::open_listeners(std::string& error)
             auto l = net::listener::open_tcp(control_, addr, r->listen_port, error);
             if (!l)
                 return false;
-            session::listener_info info{ro, false, l->is_loopback()};
-            asio::co_spawn(control_, accept_loop(l.get(), info), asio::detached);
+            accept_pending_.emplace_back(l.get(), session::listener_info{ro, false, l->is_loopback()});
             listeners_.push_back(std::move(l));
         }
         if (!s.unix_socket_dir.empty())
@@ -225,8 +264,7 @@ bool application::open_listeners(std::string& error)
             auto l = net::listener::open_unix(control_, path, s.unix_socket_mode, s.unix_socket_group, error);
             if (!l)
                 return false;
-            session::listener_info info{ro, true, false};
-            asio::co_spawn(control_, accept_loop(l.get(), info), asio::detached);
+            accept_pending_.emplace_back(l.get(), session::listener_info{ro, true, false});
             listeners_.push_back(std::move(l));
         }
     }
@@ -277,8 +315,16 @@ awaitable<void> application::accept_loop(net::listener* l, session::listener_inf
     }
 }
 
-void application::reload()
+awaitable<void> application::reload()
 {
+    if (reloading_ || stopping_)
+        co_return;
+    reloading_ = true;
+    struct done_guard
+    {
+        bool& flag;
+        ~done_guard() { flag = false; }
+    } guard{reloading_};
     sd::notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(sd::monotonic_usec()) + "\nSTATUS=reloading");
     auto res = config::load(opts_.config_path, config::process_environment());
     for (const auto& p : res.problems)
@@ -287,7 +333,7 @@ void application::reload()
     {
         spdlog::error("configuration not reloaded: fix the errors above and send SIGHUP again");
         sd::notify("READY=1\nSTATUS=serving (reload failed: configuration has errors)");
-        return;
+        co_return;
     }
     // Keys that need a restart.
     for (const auto& k : config::key_table())
@@ -303,16 +349,16 @@ void application::reload()
     }
     auto s = std::make_shared<config::settings>(std::move(res.values));
     std::string error;
-    auto rw = build_target(s->rw, error);
+    auto rw = co_await build_target(*s, s->rw, error);
     std::shared_ptr<const upstream::target> ro;
     if (rw && state_.ro_pool && s->ro_enabled)
-        ro = build_target(s->ro, error);
-    auto users = load_auth_file(s->auth_file, error);
+        ro = co_await build_target(*s, s->ro, error);
+    auto users = rw ? load_auth_file(s->auth_file, error) : nullptr;
     if (!rw || (state_.ro_pool && s->ro_enabled && !ro) || !users)
     {
         spdlog::error("configuration not reloaded: {}", error);
         sd::notify("READY=1\nSTATUS=serving (reload failed)");
-        return;
+        co_return;
     }
     log::set_level(effective_log_level(*s, opts_.verbosity));
     state_.rw_pool->reconfigure(rw, pool::pool_limits::from(*s, s->rw));
@@ -364,9 +410,11 @@ void application::finish()
     if (shutdown_deadline_)
         shutdown_deadline_->cancel();
     pg_error why = pg_error::fatal(sqlstate::admin_shutdown, "tokenbouncer is shutting down");
-    state_.rw_pool->close_all(why);
+    if (state_.rw_pool)
+        state_.rw_pool->close_all(why);
     if (state_.ro_pool)
         state_.ro_pool->close_all(why);
+    tokens_.stop();
     // Give posted closes a moment on the workers, then stop.
     for (auto& w : workers_)
         w->guard.reset();
@@ -389,7 +437,7 @@ awaitable<void> application::signal_loop()
         if (sig == SIGHUP)
         {
             spdlog::info("SIGHUP: reloading the configuration");
-            reload();
+            asio::co_spawn(control_, reload(), asio::detached);
             continue;
         }
         if (stopping_)
@@ -434,28 +482,19 @@ int application::run()
     }
     for (auto& w : workers_)
         w->thread = std::thread([ctx = &w->ctx] { ctx->run(); });
-
     asio::co_spawn(control_, signal_loop(), asio::detached);
-    asio::co_spawn(control_, housekeeping_loop(), asio::detached);
-
-    const auto& s = *settings_;
-    for (const auto& l : listeners_)
-        spdlog::info("listening on {}", l->describe());
-    spdlog::info("tokenbouncer {} ready: rw route -> {}:{} database \"{}\" as \"{}\" ({}, pg_sslmode {}){}; {} worker(s)",
-                 TOKENBOUNCER_VERSION, s.rw.host, s.rw.port, s.rw.database, s.rw.user,
-                 to_string(s.rw.pool_mode), to_string(s.rw.sslmode),
-                 s.ro_enabled ? "; ro route -> " + s.ro.host + ":" + std::to_string(s.ro.port) : std::string(),
-                 workers_.size());
-    sd::notify("READY=1\nSTATUS=serving");
+    asio::co_spawn(control_, startup(), asio::detached);
 
     control_.run();
     for (auto& w : workers_)
     {
+        w->guard.reset();
         w->ctx.stop();
         if (w->thread.joinable())
             w->thread.join();
     }
-    spdlog::info("tokenbouncer stopped");
+    if (exit_code_ == 0)
+        spdlog::info("tokenbouncer stopped");
     return exit_code_;
 }
 

@@ -160,7 +160,7 @@ awaitable<error_code> stream::write_all(std::string_view data)
     co_return error_code{};
 }
 
-awaitable<std::optional<std::string>> stream::tls_connect(SSL_CTX* ctx, const std::string& host, bool check_host_name)
+awaitable<std::optional<std::string>> stream::tls_connect(SSL_CTX* ctx, std::string host, bool check_host_name)
 {
     ERR_clear_error();
     ssl_ = SSL_new(ctx);

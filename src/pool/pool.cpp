@@ -57,22 +57,6 @@ pool_limits pool_limits::from(const config::settings& s, const config::route_set
     return l;
 }
 
-// What a waiter is given: a server, a free slot to log one in, or an error.
-struct pool::grant
-{
-    std::variant<std::unique_ptr<server_conn>, std::monostate, pg_error> value;
-};
-
-struct pool::waiter
-{
-    explicit waiter(const asio::any_io_executor& ex) : timer(ex) {}
-    asio::steady_timer timer;  // on the waiter's executor; cancelled to wake it
-    clock::time_point since = clock::now();
-    std::string signature;
-    std::optional<grant> result;  // set under the pool mutex
-    bool reserve_allowed = false;
-};
-
 pool::pool(std::string name, std::shared_ptr<const upstream::target> target, pool_limits limits,
            asio::any_io_executor background)
     : name_(std::move(name)), background_(std::move(background)), target_(std::move(target)), limits_(std::move(limits))
@@ -137,10 +121,9 @@ void pool::hand_over_locked(std::unique_ptr<server_conn> s)
 {
     if (!waiters_.empty() && !paused_)
     {
-        auto w = waiters_.front();
+        auto w = std::move(waiters_.front());
         waiters_.pop_front();
-        w->result = grant{std::move(s)};
-        asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+        async_slot<grant>::deliver(w.slot, grant{std::move(s)});
         return;
     }
     s->idle_since = clock::now();
@@ -151,26 +134,24 @@ void pool::grant_slot_locked()
 {
     if (waiters_.empty() || paused_)
         return;
-    auto w = waiters_.front();
+    auto w = std::move(waiters_.front());
     waiters_.pop_front();
     ++total_;
-    w->result = grant{std::monostate{}};
-    asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+    async_slot<grant>::deliver(w.slot, grant{std::monostate{}});
 }
 
 void pool::fail_waiters_locked(const pg_error& e)
 {
     while (!waiters_.empty())
     {
-        auto w = waiters_.front();
+        auto w = std::move(waiters_.front());
         waiters_.pop_front();
-        w->result = grant{e};
-        asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+        async_slot<grant>::deliver(w.slot, grant{e});
     }
 }
 
 awaitable<pg_result<std::unique_ptr<server_conn>>> pool::login_new(const client_parameters& client,
-                                                                   const std::string& client_tag)
+                                                                   std::string client_tag)
 {
     std::shared_ptr<const upstream::target> t;
     std::chrono::milliseconds timeout;
@@ -217,7 +198,7 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::login_new(const client_
     co_return std::move(s);
 }
 
-awaitable<pg_result<pool::query_outcome>> pool::run_query(server_conn& s, const std::string& sql,
+awaitable<pg_result<pool::query_outcome>> pool::run_query(server_conn& s, std::string sql,
                                                             std::vector<std::pair<std::string, std::string>>* reported)
 {
     auto lost = [&](const std::string& why) {
@@ -295,11 +276,11 @@ awaitable<bool> pool::prepare_for_use(server_conn& s)
 }
 
 awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_parameters& client,
-                                                                 const std::string& client_tag)
+                                                                 std::string client_tag)
 {
     auto ex = co_await asio::this_coro::executor;
     auto started = clock::now();
-    std::shared_ptr<waiter> w;
+    std::shared_ptr<async_slot<grant>> w;
     for (;;)
     {
         std::unique_ptr<server_conn> s;
@@ -309,10 +290,10 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_pa
             std::unique_lock lock(mu_);
             if (closed_)
                 co_return pg_error::fatal(sqlstate::admin_shutdown, "tokenbouncer is shutting down");
-            if (w && w->result)
+            if (w && w->value())
             {
                 // Woken with a grant.
-                grant g = std::move(*w->result);
+                grant g = std::move(*w->value());
                 w.reset();
                 if (auto* e = std::get_if<pg_error>(&g.value))
                     co_return *e;
@@ -326,7 +307,7 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_pa
             else if (w)
             {
                 // The timer expired: query_wait_timeout.
-                auto it = std::find(waiters_.begin(), waiters_.end(), w);
+                auto it = std::find_if(waiters_.begin(), waiters_.end(), [&](const waiter& x) { return x.slot == w; });
                 if (it != waiters_.end())
                     waiters_.erase(it);
                 counters_.wait_timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -365,21 +346,17 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_pa
                 }
                 if (!s && !login)
                 {
-                    w = std::make_shared<waiter>(ex);
-                    w->signature = client.signature;
                     auto timeout = limits_.query_wait_timeout;
-                    if (timeout.count() > 0)
-                        w->timer.expires_after(timeout);
-                    else
-                        w->timer.expires_at(asio::steady_timer::time_point::max());
-                    waiters_.push_back(w);
+                    auto deadline = timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max();
+                    w = std::make_shared<async_slot<grant>>(ex, deadline);
+                    waiters_.push_back(waiter{w, clock::now()});
                 }
             }
         }
 
         if (w)
         {
-            co_await w->timer.async_wait(use_nothrow);
+            co_await w->wait();
             continue;
         }
         if (s)
@@ -445,7 +422,7 @@ void pool::release(std::unique_ptr<server_conn> s, bool reusable)
     hand_over_locked(std::move(s));
 }
 
-awaitable<pg_result<param_map>> pool::welcome_parameters(const client_parameters& client, const std::string& client_tag)
+awaitable<pg_result<param_map>> pool::welcome_parameters(std::string client_tag)
 {
     {
         std::lock_guard lock(mu_);
@@ -458,7 +435,6 @@ awaitable<pg_result<param_map>> pool::welcome_parameters(const client_parameters
         co_return s.error();
     param_map p = (*s)->params;
     release(std::move(*s), true);
-    (void)client;
     std::lock_guard lock(mu_);
     welcome_ = p;
     co_return p;
@@ -548,7 +524,8 @@ void pool::fill_min_pool_size_locked()
             background_,
             [self = shared_from_this()]() -> awaitable<void> {
                 client_parameters none;
-                auto s = co_await self->login_new(none, "min_pool_size");
+                std::string tag = "min_pool_size";
+                auto s = co_await self->login_new(none, tag);
                 if (s)
                     self->release(std::move(*s), true);
             },
@@ -566,10 +543,10 @@ void pool::housekeeping()
         if (limits_.reserve_pool_size > 0 && !waiters_.empty() && !paused_)
         {
             auto& first = waiters_.front();
-            if (now - first->since >= limits_.reserve_pool_timeout && total_ < limit_locked(true))
+            if (now - first.since >= limits_.reserve_pool_timeout && total_ < limit_locked(true))
             {
                 spdlog::info("{} pool: a client waited {} ms; using the reserve pool", name_,
-                             std::chrono::duration_cast<std::chrono::milliseconds>(now - first->since).count());
+                             std::chrono::duration_cast<std::chrono::milliseconds>(now - first.since).count());
                 grant_slot_locked();
             }
         }
@@ -635,7 +612,7 @@ pool_snapshot pool::snapshot() const
     p.servers_active = total_ - p.servers_idle - connecting_;
     p.clients_waiting = static_cast<int>(waiters_.size());
     if (!waiters_.empty())
-        p.max_wait = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - waiters_.front()->since);
+        p.max_wait = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - waiters_.front().since);
     p.paused = paused_;
     return p;
 }

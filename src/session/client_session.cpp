@@ -308,7 +308,7 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
     pool_ = state_.route_pool(where_.ro);
     transaction_mode_ = pool_->limits().mode == config::pool_mode::transaction;
     params_ = pool::split_startup_parameters(pkt.params);
-    auto welcome = co_await pool_->welcome_parameters(params_, tag());
+    auto welcome = co_await pool_->welcome_parameters(tag());
     if (!welcome)
     {
         co_await send_error(welcome.error());

@@ -122,9 +122,10 @@ login_failure violation(const target& t, const std::string& what)
 
 // The authentication exchange, up to AuthenticationOk.
 awaitable<std::optional<login_failure>> authenticate(const target& t, net::stream& st, net::message_reader& reader,
-                                                     bool refresh, std::string& label)
+                                                     const std::optional<secret>& prefetched, std::string& label)
 {
     std::optional<protocol::scram_client> scram;
+    bool scram_verified = false;
     for (;;)
     {
         auto msg = co_await reader.next();
@@ -141,7 +142,9 @@ awaitable<std::optional<login_failure>> authenticate(const target& t, net::strea
             co_return violation(t, req.error().message);
 
         auto get_password = [&]() -> awaitable<pg_result<secret>> {
-            auto p = co_await t.credential->password(refresh);
+            if (prefetched)
+                co_return *prefetched;
+            auto p = co_await t.credential->password(std::nullopt);
             // A token's fingerprint helps to follow refreshes; a static password's would only
             // help someone guessing it.
             if (p)
@@ -153,6 +156,9 @@ awaitable<std::optional<login_failure>> authenticate(const target& t, net::strea
         switch (req->code)
         {
         case auth_code::ok:
+            if (scram && !scram_verified)
+                co_return violation(t, "the server skipped the SCRAM server signature: it did not prove it knows "
+                                       "the password");
             spdlog::trace("upstream {}: authentication ok", t.address());
             co_return std::nullopt;
         case auth_code::cleartext_password: {
@@ -199,6 +205,7 @@ awaitable<std::optional<login_failure>> authenticate(const target& t, net::strea
             std::string err;
             if (!scram || !scram->verify_server_final(req->data, err))
                 co_return violation(t, err.empty() ? "SASL final without SASL start" : err);
+            scram_verified = true;
             continue;
         }
         default:
@@ -214,10 +221,10 @@ awaitable<std::optional<login_failure>> authenticate(const target& t, net::strea
     }
 }
 
-awaitable<connect_result> login_once(std::shared_ptr<const target> t, const protocol::startup_parameters& extra,
-                                     bool refresh)
+awaitable<connect_result> login_once(std::shared_ptr<const target> t, protocol::startup_parameters extra,
+                                     std::optional<secret> password)
 {
-    spdlog::debug("upstream {}: connecting{}", t->address(), refresh ? " (with a fresh credential)" : "");
+    spdlog::debug("upstream {}: connecting", t->address());
     auto sock = co_await open_socket(*t);
     if (!sock)
         co_return sock.error();
@@ -239,7 +246,9 @@ awaitable<connect_result> login_once(std::shared_ptr<const target> t, const prot
         co_return network_failure(*t, "could not send the startup packet: " + ec.message());
 
     net::message_reader reader(st, protocol::max_login_message_length);
-    if (auto f = co_await authenticate(*t, st, reader, refresh, conn->credential_label))
+    if (password)
+        conn->credential_label = "token " + password->fingerprint();
+    if (auto f = co_await authenticate(*t, st, reader, password, conn->credential_label))
         co_return std::move(*f);
 
     // After AuthenticationOk: parameters, the cancel key, then ReadyForQuery.
@@ -294,16 +303,28 @@ bool is_auth_rejection(const pg_error& e)
 
 }  // namespace
 
-awaitable<connect_result> connect_server(std::shared_ptr<const target> t, const protocol::startup_parameters& extra,
+awaitable<connect_result> connect_server(std::shared_ptr<const target> t, protocol::startup_parameters extra,
                                          std::chrono::milliseconds timeout)
 {
     auto ex = co_await asio::this_coro::executor;
+    std::optional<secret> rejected;
     for (int attempt = 0;; ++attempt)
     {
         bool refresh = attempt > 0;
+        // A token is fetched before connecting, outside the connect timeout, so that a token
+        // service that is slow or down is reported as such.
+        std::optional<secret> password;
+        if (t->credential->refreshable())
+        {
+            auto p = co_await t->credential->password(rejected);
+            if (!p)
+                co_return login_failure{p.error(), false, false};
+            password = std::move(*p);
+        }
+        std::optional<secret> used = password;
         asio::steady_timer timer(ex, timeout);
         std::variant<connect_result, std::monostate> r =
-            co_await (login_once(t, extra, refresh) || timer.async_wait(use_awaitable));
+            co_await (login_once(t, extra, std::move(password)) || timer.async_wait(use_awaitable));
         if (r.index() == 1)
         {
             login_failure f = network_failure(*t, "no answer within server_connect_timeout (" + seconds_text(timeout) + ")");
@@ -316,6 +337,7 @@ awaitable<connect_result> connect_server(std::shared_ptr<const target> t, const 
         {
             spdlog::info("upstream {} rejected the login with a token ({}); fetching a new token and retrying once",
                          t->address(), res.error().error.message);
+            rejected = std::move(used);
             continue;
         }
         co_return res;

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def binary():
-    path = os.environ.get("TOKENBOUNCER_BINARY", os.path.join(ROOT, "build", "tokenbouncer"))
+    path = os.environ.get("TB_TEST_BINARY", os.path.join(ROOT, "build", "tokenbouncer"))
     if not os.path.exists(path):
         raise RuntimeError(f"tokenbouncer binary not found at {path}: build first (scripts/test.sh)")
     return path
@@ -43,7 +43,7 @@ def run(cmd, **kw):
 
 def make_tempdir(prefix):
     """A directory the postgres user can use (PostgreSQL refuses to run as root)."""
-    d = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("TOKENBOUNCER_TEST_TMP", "/tmp"))
+    d = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("TB_TEST_TMP", "/tmp"))
     pg = pwd.getpwnam("postgres")
     os.chown(d, pg.pw_uid, pg.pw_gid)
     os.chmod(d, 0o755)
@@ -174,7 +174,7 @@ host    all all       127.0.0.1/32   reject
 class Tokenbouncer:
     """The real binary, with a config written from a dict, started and stopped like systemd would."""
 
-    def __init__(self, pg=None, config=None, args=("-v",), env=None, workdir=None, wait_ready=True):
+    def __init__(self, pg=None, config=None, args=("-v",), env=None, workdir=None, wait_ready=True, extra_text=""):
         self.workdir = workdir or tempfile.mkdtemp(prefix="tb-")
         self.port = free_port()
         self.ro_port = free_port()
@@ -203,9 +203,11 @@ class Tokenbouncer:
                 if v is None:
                     continue
                 f.write(f"{k} = {v}\n")
+            f.write(extra_text)
         self.log_path = os.path.join(self.workdir, "tokenbouncer.log")
         self.args = list(args)
-        self.env = dict(os.environ)
+        # The child sees only the TOKENBOUNCER_* variables a test sets (an unknown one is an error).
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENBOUNCER_")}
         self.env.update(env or {})
         self.proc = None
         self.notifications = []
@@ -337,3 +339,21 @@ def login_error(port, **kw):
     s.close()
     assert err is not None, "the login succeeded"
     return err
+
+
+def first_error(port, sql="SELECT 1", **kw):
+    """The first ErrorResponse a client gets when it logs in and runs one query (tokenbouncer
+    answers a login from its cache and may need a server only for the query)."""
+    s, err = raw_login(port, **kw)
+    try:
+        if err is not None:
+            return err
+        q = sql.encode() + b"\0"
+        s.sendall(b"Q" + (len(q) + 4).to_bytes(4, "big") + q)
+        while True:
+            t, body = read_message(s)
+            if t == b"E":
+                return error_fields(body)
+            assert t != b"Z", "the query succeeded"
+    finally:
+        s.close()

@@ -52,7 +52,7 @@ public:
     // --- TLS ------------------------------------------------------------------------------
     // Client handshake. `host` goes into SNI (unless it is an IP address) and, with
     // check_host_name, is matched against the certificate. Returns a reason on failure.
-    awaitable<std::optional<std::string>> tls_connect(SSL_CTX* ctx, const std::string& host, bool check_host_name);
+    awaitable<std::optional<std::string>> tls_connect(SSL_CTX* ctx, std::string host, bool check_host_name);
     // Server handshake (a client of ours asked for TLS).
     awaitable<std::optional<std::string>> tls_accept(SSL_CTX* ctx);
     bool is_tls() const noexcept { return ssl_ != nullptr; }

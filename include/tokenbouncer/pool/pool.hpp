@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "tokenbouncer/config/settings.hpp"
@@ -25,6 +26,7 @@
 #include "tokenbouncer/pool/params.hpp"
 #include "tokenbouncer/pool/server_conn.hpp"
 #include "tokenbouncer/upstream/target.hpp"
+#include "tokenbouncer/util/async_slot.hpp"
 #include "tokenbouncer/util/pg_error.hpp"
 
 namespace tokenbouncer::pool {
@@ -97,8 +99,8 @@ public:
 
     // A server connection on the caller's executor, with the caller's untracked parameters.
     // Waits while the pool is full (query_wait_timeout); fails with the error a client should see.
-    awaitable<pg_result<std::unique_ptr<server_conn>>> acquire(const client_parameters& client,
-                                                               const std::string& client_tag);
+    // `client` must outlive the call (it is the session's own); the tag is copied.
+    awaitable<pg_result<std::unique_ptr<server_conn>>> acquire(const client_parameters& client, std::string client_tag);
 
     // Gives a server back. `reusable`: it is at ReadyForQuery 'I' with nothing outstanding (and
     // reset, in session mode); otherwise it is closed. Call on the server's own thread.
@@ -106,7 +108,7 @@ public:
 
     // The ParameterStatus values a client gets at login: those of the last server login
     // (logs one in when there is none yet, so a client sees upstream errors at login).
-    awaitable<pg_result<param_map>> welcome_parameters(const client_parameters& client, const std::string& client_tag);
+    awaitable<pg_result<param_map>> welcome_parameters(std::string client_tag);
 
     // Reload: new settings, new credential; existing servers are replaced when idle if the way to
     // connect changed.
@@ -139,12 +141,20 @@ public:
         query_outcome() = default;  // not an aggregate: keeps pg_result<query_outcome>(pg_error) unambiguous
         std::optional<pg_error> sql_error;
     };
-    static awaitable<pg_result<query_outcome>> run_query(server_conn& s, const std::string& sql,
+    static awaitable<pg_result<query_outcome>> run_query(server_conn& s, std::string sql,
                                                          std::vector<std::pair<std::string, std::string>>* reported);
 
 private:
-    struct waiter;
-    struct grant;
+    // What a waiter is given: a server, a free slot to log one in, or an error.
+    struct grant
+    {
+        std::variant<std::unique_ptr<server_conn>, std::monostate, pg_error> value;
+    };
+    struct waiter
+    {
+        std::shared_ptr<async_slot<grant>> slot;  // on the waiting client's executor
+        clock::time_point since;
+    };
 
     int limit_locked(bool allow_reserve) const;
     std::unique_ptr<server_conn> take_idle_locked(const std::string& signature, const asio::any_io_executor& ex,
@@ -153,8 +163,7 @@ private:
     void grant_slot_locked();                               // a free slot to the first waiter
     void fail_waiters_locked(const pg_error& e);
     void close_on_own_thread(std::unique_ptr<server_conn> s);
-    awaitable<pg_result<std::unique_ptr<server_conn>>> login_new(const client_parameters& client,
-                                                                 const std::string& client_tag);
+    awaitable<pg_result<std::unique_ptr<server_conn>>> login_new(const client_parameters& client, std::string client_tag);
     awaitable<bool> prepare_for_use(server_conn& s);
     void fill_min_pool_size_locked();
 
@@ -168,7 +177,7 @@ private:
     std::vector<std::unique_ptr<server_conn>> idle_;  // most recently used at the back
     int total_ = 0;       // idle + in use + logging in
     int connecting_ = 0;  // logging in
-    std::deque<std::shared_ptr<waiter>> waiters_;
+    std::deque<waiter> waiters_;
     std::optional<param_map> welcome_;
     std::optional<pg_error> last_failure_;
     clock::time_point failing_until_{};

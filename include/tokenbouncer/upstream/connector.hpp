@@ -35,7 +35,7 @@ using connect_result = boost::system::result<std::unique_ptr<pool::server_conn>,
 
 // Connects on the calling coroutine's executor, within `timeout`. A login rejected with 28P01 or
 // 28000 while using a refreshable credential (a token) is retried once with a fresh one.
-awaitable<connect_result> connect_server(std::shared_ptr<const target> t, const protocol::startup_parameters& extra,
+awaitable<connect_result> connect_server(std::shared_ptr<const target> t, protocol::startup_parameters extra,
                                          std::chrono::milliseconds timeout);
 
 // Sends a CancelRequest for `key` to the server `t` points to (over TLS when pg_sslmode is not

@@ -5,6 +5,7 @@
 // password). The connector asks for the password only when the server requests one.
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tokenbouncer/net/asio.hpp"
@@ -18,10 +19,10 @@ class credential_source
 public:
     virtual ~credential_source() = default;
 
-    // The password for the next login. `refresh` means the last one was rejected: a token source
-    // drops its cached token and fetches a new one. Errors reach the client as they are.
-    // May be called from any worker thread; completes on the caller's executor.
-    virtual awaitable<pg_result<secret>> password(bool refresh) = 0;
+    // The password for the next login. `rejected` is the one the upstream just refused: a token
+    // source drops it (unless it already has a newer one) and fetches a new one. Errors reach the
+    // client as they are. May be called from any worker thread; completes on the caller's executor.
+    virtual awaitable<pg_result<secret>> password(std::optional<secret> rejected) = 0;
 
     // A short description for logs and errors, never the secret: "pg_password", "managed identity ...".
     virtual std::string describe() const = 0;
@@ -37,7 +38,7 @@ public:
     explicit static_password(secret password, std::string key_name)
         : password_(std::move(password)), key_name_(std::move(key_name)) {}
 
-    awaitable<pg_result<secret>> password(bool) override { co_return password_; }
+    awaitable<pg_result<secret>> password(std::optional<secret>) override { co_return password_; }
     std::string describe() const override { return key_name_; }
 
 private:
