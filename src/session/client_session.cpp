@@ -18,6 +18,9 @@ namespace tokenbouncer::session {
 namespace be = protocol::backend;
 namespace fe = protocol::frontend;
 
+// Parse messages up to this size are tracked in transaction mode (the client buffer grows to it).
+constexpr std::size_t max_tracked_message = 1 << 20;
+
 void relay_buffer::consume(std::size_t n)
 {
     if (n >= len_)
@@ -27,6 +30,19 @@ void relay_buffer::consume(std::size_t n)
     }
     std::memmove(data_.get(), data_.get() + n, len_ - n);
     len_ -= n;
+}
+
+bool relay_buffer::enlarge(std::size_t limit)
+{
+    if (capacity_ >= limit)
+        return false;
+    std::size_t bigger = std::min(capacity_ * 2, limit);
+    auto data = std::make_unique<char[]>(bigger);
+    if (data_)
+        std::memcpy(data.get(), data_.get(), len_);
+    data_ = std::move(data);
+    capacity_ = bigger;
+    return true;
 }
 
 void relay_buffer::append(std::string_view s)
@@ -307,8 +323,29 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
 
     pool_ = state_.route_pool(where_.ro);
     transaction_mode_ = pool_->limits().mode == config::pool_mode::transaction;
+    tracking_ = transaction_mode_ && s.max_prepared_statements > 0;
+    tracker_ = protocol::statement_tracker(tracking_ ? static_cast<std::size_t>(s.max_prepared_statements) : 0);
     params_ = pool::split_startup_parameters(pkt.params);
-    auto welcome = co_await pool_->welcome_parameters(tag());
+    pg_result<pool::param_map> welcome = pool::param_map{};
+    if (params_.signature.empty())
+    {
+        welcome = co_await pool_->welcome_parameters(tag());
+    }
+    else
+    {
+        // Startup parameters of its own (options, search_path, ...) may change what the server
+        // reports: log in (or reuse) a server with them, as a direct login would.
+        auto s = co_await pool_->acquire(params_, tag());
+        if (s)
+        {
+            welcome = (*s)->params;
+            pool_->release(std::move(*s), true);
+        }
+        else
+        {
+            welcome = s.error();
+        }
+    }
     if (!welcome)
     {
         co_await send_error(welcome.error());
@@ -462,6 +499,27 @@ protocol::scan_action client_session::on_client_message(char type)
 
 protocol::scan_action client_session::on_server_message(char type, std::uint32_t total, std::string_view bytes)
 {
+    if (tracking_)
+    {
+        auto d = queue_.on_server_message(type);
+        for (const auto& name : d.undo)
+            server_->statements.remove(name);
+        std::size_t offset = static_cast<std::size_t>(bytes.data() - s2c_.data());
+        if (!d.forward)
+            s2c_patches_.push_back({offset, total, {}});
+        if (!d.after.empty())
+        {
+            if (offset + total <= s2c_.size())
+                s2c_patches_.push_back({offset + total, 0, std::move(d.after)});
+            else
+                pending_after_ += d.after;  // due when the rest of this message has passed
+        }
+        // SQL-level DISCARD ALL / DEALLOCATE ALL drop the server's statements behind our back.
+        if (type == be::command_complete && bytes.size() >= total &&
+            (bytes.substr(5) == std::string_view("DISCARD ALL\0", 12) ||
+             bytes.substr(5) == std::string_view("DEALLOCATE ALL\0", 15)))
+            server_->statements.clear();
+    }
     switch (type)
     {
     case be::ready_for_query: {
@@ -474,7 +532,8 @@ protocol::scan_action client_session::on_server_message(char type, std::uint32_t
         c.queries.fetch_add(1, std::memory_order_relaxed);
         if (txn_status_ == 'I')
             c.xacts.fetch_add(1, std::memory_order_relaxed);
-        if (transaction_mode_ && txn_status_ == 'I' && outstanding_ == 0 && !pending_since_sync_)
+        if (transaction_mode_ && txn_status_ == 'I' && outstanding_ == 0 && !pending_since_sync_ &&
+            (!tracking_ || queue_.idle()))
         {
             release_after_pump_ = true;
             return protocol::scan_action::stop_after;
@@ -562,6 +621,9 @@ awaitable<bool> client_session::link_server()
     cancel_target_->link(server_->target, server_->key);
     txn_status_ = 'I';
     server_scanner_.reset();
+    queue_.clear();
+    pending_after_.clear();
+    kick_ = false;
     release_after_pump_ = false;
     pump_running_ = true;
     pump_done_.expires_at(asio::steady_timer::time_point::max());
@@ -593,17 +655,47 @@ awaitable<void> client_session::server_pump()
 {
     net::stream& srv = *server_->stream;
     s2c_.ensure();
-    auto need = [](char type, std::uint32_t total) -> std::size_t {
-        return type == be::ready_for_query || type == be::parameter_status ? total : 5;
+    auto need = [this](char type, std::uint32_t total) -> std::size_t {
+        switch (type)
+        {
+        case be::ready_for_query:
+        case be::parameter_status: return total;
+        case be::parse_complete:
+        case be::bind_complete:
+        case be::close_complete:
+        case be::no_data:
+        case be::empty_query_response:
+        case be::portal_suspended:
+            return tracking_ ? total : 5;
+        case be::command_complete: return tracking_ && total <= 64 ? total : 5;
+        default: return 5;
+        }
     };
     bool skip_read = false;
     for (;;)
     {
+        kick_ = false;
+        if (tracking_)
+        {
+            // Our own answers that are due (everything before them has been sent).
+            std::string due = queue_.take_due();
+            if (!due.empty())
+            {
+                if (auto wec = co_await client_.write_all(due))
+                {
+                    client_failed_ = true;
+                    client_.cancel();
+                    co_return;
+                }
+            }
+        }
         error_code ec;
         std::size_t n = 0;
         if (!skip_read)
             std::tie(ec, n) = co_await srv.read_some(s2c_.tail(), s2c_.space());
         skip_read = false;
+        if (ec == asio::error::operation_aborted && kick_)
+            continue;  // woken by the client reader to send our answers
         if (ec)
         {
             if (ec != asio::error::operation_aborted)
@@ -632,9 +724,19 @@ awaitable<void> client_session::server_pump()
                 break;
             s2c_.grow(m);
         }
+        s2c_patches_.clear();
+        if (!pending_after_.empty() && server_scanner_.remaining() <= s2c_.size())
+        {
+            s2c_patches_.push_back({static_cast<std::size_t>(server_scanner_.remaining()), 0, std::move(pending_after_)});
+            pending_after_.clear();
+        }
         auto res = server_scanner_.scan(
             s2c_.view(), s2c_.capacity(), need,
-            [this](char type, std::uint32_t total, std::string_view bytes) { return on_server_message(type, total, bytes); });
+            [this](char type, std::uint32_t total, std::string_view bytes) {
+                if (spdlog::should_log(spdlog::level::trace))
+                    spdlog::trace("{}: <- '{}' ({} bytes)", tag(), type, total);
+                return on_server_message(type, total, bytes);
+            });
         if (res.invalid)
         {
             server_failed_ = true;
@@ -658,7 +760,7 @@ awaitable<void> client_session::server_pump()
         if (res.consumed > 0)
         {
             pool_->counters().bytes_sent.fetch_add(res.consumed, std::memory_order_relaxed);
-            if (auto wec = co_await client_.write_all(std::string_view(s2c_.data(), res.consumed)))
+            if (auto wec = co_await send_patched(client_, std::string_view(s2c_.data(), res.consumed), s2c_patches_))
             {
                 client_failed_ = true;
                 if (released)
@@ -680,6 +782,28 @@ awaitable<void> client_session::server_pump()
         // Stopped after a ReadyForQuery with more bytes behind it: scan those before reading.
         skip_read = res.stopped && s2c_.size() > 0;
     }
+}
+
+awaitable<error_code> client_session::send_patched(net::stream& to, std::string_view chunk,
+                                                   std::vector<patch>& patches)
+{
+    if (patches.empty())
+        co_return co_await to.write_all(chunk);
+    // Rare (a statement was prepared, re-sent or answered by us): assemble the changed bytes.
+    std::string out;
+    out.reserve(chunk.size() + 64);
+    std::size_t pos = 0;
+    for (auto& p : patches)
+    {
+        if (p.offset > chunk.size())
+            break;
+        out.append(chunk.substr(pos, p.offset - pos));
+        out.append(p.insert);
+        pos = std::min(chunk.size(), p.offset + p.cut);
+    }
+    out.append(chunk.substr(pos));
+    patches.clear();
+    co_return co_await to.write_all(out);
 }
 
 awaitable<void> client_session::unlink_at_end()
@@ -794,9 +918,46 @@ awaitable<void> client_session::relay()
             break;
         }
         c2s_.grow(n);
+        // With prepared-statement tracking, what is sent depends on the server: link it first
+        // (unless the client is only saying goodbye).
+        if (tracking_ && !server_ && c2s_.data()[0] != fe::terminate)
+        {
+            if (shutdown_requested_)
+            {
+                reason = end_reason::shutdown;
+                break;
+            }
+            if (!co_await link_server())
+            {
+                reason = end_reason::server_error;
+                break;
+            }
+        }
+        c2s_patches_.clear();
         auto res = client_scanner_.scan(
-            c2s_.view(), c2s_.capacity(), [](char, std::uint32_t) -> std::size_t { return 5; },
-            [this](char type, std::uint32_t, std::string_view) { return on_client_message(type); });
+            c2s_.view(), max_tracked_message,
+            [this](char type, std::uint32_t total) -> std::size_t {
+                return tracking_ ? protocol::statement_tracker::need(type, total) : 5;
+            },
+            [this](char type, std::uint32_t total, std::string_view bytes) {
+                if (spdlog::should_log(spdlog::level::trace))
+                    spdlog::trace("{}: -> '{}' ({} bytes)", tag(), type, total);
+                auto act = on_client_message(type);
+                if (tracking_ && server_ && act != protocol::scan_action::stop_before)
+                {
+                    auto plan = tracker_.on_client_message(type, total, bytes, server_->statements, queue_);
+                    if (plan.cut > 0 || !plan.insert.empty())
+                        c2s_patches_.push_back({static_cast<std::size_t>(bytes.data() - c2s_.data()), plan.cut,
+                                                std::move(plan.insert) + plan.replacement});
+                }
+                return act;
+            });
+        if (res.consumed == 0 && !res.invalid && !res.stopped && c2s_.space() == 0)
+        {
+            // A message that must be seen whole (a long Parse) does not fit: make room for it.
+            c2s_.enlarge(max_tracked_message);
+            continue;
+        }
         if (res.invalid)
         {
             spdlog::info("{}: invalid message from the client (type '{}', length {}); closing", tag(), res.invalid_type,
@@ -826,7 +987,8 @@ awaitable<void> client_session::relay()
                 }
             }
             pool_->counters().bytes_received.fetch_add(res.consumed, std::memory_order_relaxed);
-            if (auto wec = co_await server_->stream->write_all(std::string_view(c2s_.data(), res.consumed)))
+            if (auto wec = co_await send_patched(*server_->stream, std::string_view(c2s_.data(), res.consumed),
+                                                 c2s_patches_))
             {
                 server_failed_ = true;
                 spdlog::warn("{}: {}: lost the upstream connection while sending: {}", tag(), server_->tag(),
@@ -839,6 +1001,13 @@ awaitable<void> client_session::relay()
                 break;
             }
             c2s_.consume(res.consumed);
+            // Answers of ours that nothing from the server will precede (e.g. Parse + Flush of a
+            // statement the server has): wake the pump to send them.
+            if (tracking_ && queue_.has_due() && pump_running_ && server_)
+            {
+                kick_ = true;
+                server_->stream->cancel();
+            }
         }
         if (client_terminated_)
         {

@@ -252,7 +252,12 @@ class Tokenbouncer:
         parts = {"host": "127.0.0.1", "port": self.ro_port if ro else self.port, "dbname": dbname, "user": user,
                  "sslmode": "disable", "connect_timeout": 10}
         parts.update(kw)
-        return " ".join(f"{k}={v}" for k, v in parts.items())
+
+        def quote(v):
+            v = str(v)
+            return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" if (" " in v or "'" in v) else v
+
+        return " ".join(f"{k}={quote(v)}" for k, v in parts.items())
 
     def psql(self, sql, ro=False, check=True, **kw):
         env = dict(os.environ)

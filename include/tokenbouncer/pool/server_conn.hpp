@@ -10,6 +10,7 @@
 #include "tokenbouncer/net/stream.hpp"
 #include "tokenbouncer/pool/params.hpp"
 #include "tokenbouncer/protocol/messages.hpp"
+#include "tokenbouncer/protocol/statements.hpp"
 #include "tokenbouncer/upstream/target.hpp"
 
 namespace tokenbouncer::pool {
@@ -28,8 +29,8 @@ struct server_conn
     clock::time_point idle_since = clock::now();
     std::string credential_label;  // "token 1a2b3c4d" or "pg_password": what it logged in with (for logs)
 
-    // Transaction mode: server-side names of the prepared statements this connection holds.
-    std::unordered_set<std::string> prepared;
+    // Transaction mode: the prepared statements this connection holds (tokenbouncer's names).
+    protocol::server_statements statements;
 
     std::string tag() const { return "s" + std::to_string(id); }
     // Sends Terminate and closes, never waiting. Call on the thread that owns the stream.

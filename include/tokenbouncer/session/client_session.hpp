@@ -21,12 +21,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tokenbouncer/net/stream.hpp"
 #include "tokenbouncer/pool/params.hpp"
 #include "tokenbouncer/pool/server_conn.hpp"
 #include "tokenbouncer/protocol/scanner.hpp"
 #include "tokenbouncer/protocol/startup.hpp"
+#include "tokenbouncer/protocol/statements.hpp"
 #include "tokenbouncer/session/cancel_registry.hpp"
 #include "tokenbouncer/session/context.hpp"
 #include "tokenbouncer/util/pg_error.hpp"
@@ -46,6 +48,8 @@ public:
     void ensure() { if (!data_) data_ = std::make_unique<char[]>(capacity_); }
     void release_if_empty() { if (len_ == 0) data_.reset(); }
     void grow(std::size_t n) { len_ += n; }
+    // Doubles the capacity (up to `limit`); false when already there.
+    bool enlarge(std::size_t limit);
     void consume(std::size_t n);
     void append(std::string_view s);
     std::string_view view() const { return {data_.get(), len_}; }
@@ -113,6 +117,15 @@ private:
     bool server_clean() const;
     protocol::scan_action on_client_message(char type);
     protocol::scan_action on_server_message(char type, std::uint32_t total, std::string_view bytes);
+    // Transaction mode: how the bytes of a chunk are changed on their way (see statements.hpp).
+    struct patch
+    {
+        std::size_t offset;  // in the chunk
+        std::size_t cut;     // bytes removed there
+        std::string insert;  // bytes sent there instead
+    };
+    // Sends [0, n) of `chunk` to `to`, with the patches applied.
+    awaitable<error_code> send_patched(net::stream& to, std::string_view chunk, std::vector<patch>& patches);
 
     shared_state& state_;
     std::shared_ptr<const config::settings> settings_;
@@ -153,6 +166,15 @@ private:
     bool transaction_mode_ = false;
     asio::steady_timer pump_done_;
     std::optional<pg_error> server_failure_;
+
+    // Transaction mode with max_prepared_statements > 0.
+    bool tracking_ = false;
+    protocol::statement_tracker tracker_{0};
+    protocol::response_queue queue_;
+    std::vector<patch> c2s_patches_;
+    std::vector<patch> s2c_patches_;
+    std::string pending_after_;  // our answers due after a server message still arriving
+    bool kick_ = false;          // the pump was woken to send our answers
 };
 
 }  // namespace tokenbouncer::session
