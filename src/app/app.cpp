@@ -8,7 +8,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -28,7 +30,17 @@ struct worker
 {
     asio::io_context ctx{1};
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard{ctx.get_executor()};
+    session::login_watch watch{ctx.get_executor()};
     std::thread thread;
+};
+
+// A listening socket and where its connections go.
+struct listening
+{
+    std::unique_ptr<net::listener> socket;
+    asio::io_context* ctx;  // the io_context that accepts (a worker's, for per-worker TCP sockets)
+    worker* owner;          // null: connections are spread over the workers
+    session::listener_info info;
 };
 
 std::string effective_log_level(const config::settings& s, int verbosity)
@@ -116,13 +128,13 @@ private:
     awaitable<std::shared_ptr<const upstream::target>> build_target(const config::settings& s,
                                                                     const config::route_settings& r, std::string& error);
     bool open_listeners(std::string& error);
-    awaitable<void> accept_loop(net::listener* l, session::listener_info info);
+    awaitable<void> accept_loop(listening* l);
     awaitable<void> signal_loop();
     awaitable<void> housekeeping_loop();
     awaitable<void> reload();
     void begin_shutdown();
     void finish();
-    asio::io_context& next_worker();
+    worker& next_worker();
 
     options opts_;
     config::raw_config raw_;
@@ -131,12 +143,12 @@ private:
     std::vector<std::unique_ptr<worker>> workers_;
     std::size_t next_worker_ = 0;
     session::shared_state state_;
-    std::vector<std::unique_ptr<net::listener>> listeners_;
-    bool stopping_ = false;
+    std::vector<std::unique_ptr<listening>> listeners_;
+    std::atomic<bool> stopping_{false};
     int exit_code_ = 0;
     std::unique_ptr<asio::steady_timer> shutdown_deadline_;
     auth::token_cache tokens_{control_.get_executor()};
-    std::vector<std::pair<net::listener*, session::listener_info>> accept_pending_;
+
     bool reloading_ = false;
 };
 
@@ -224,13 +236,14 @@ awaitable<void> application::startup()
     state_.rw_pool = std::make_shared<pool::pool>("rw", rw, pool::pool_limits::from(s, s.rw), control_.get_executor());
     if (ro)
         state_.ro_pool = std::make_shared<pool::pool>("ro", ro, pool::pool_limits::from(s, s.ro), control_.get_executor());
-    for (auto& l : accept_pending_)
-        asio::co_spawn(control_, accept_loop(l.first, l.second), asio::detached);
-    accept_pending_.clear();
+    for (auto& l : listeners_)
+        asio::co_spawn(*l->ctx, accept_loop(l.get()), asio::detached);
     asio::co_spawn(control_, housekeeping_loop(), asio::detached);
 
+    std::set<std::string> described;
     for (const auto& l : listeners_)
-        spdlog::info("listening on {}", l->describe());
+        if (described.insert(l->socket->describe()).second)
+            spdlog::info("listening on {}", l->socket->describe());
     spdlog::info("tokenbouncer {} ready: rw route -> {}:{} database \"{}\" as \"{}\" ({}, {}, pg_sslmode {}){}; {} worker(s)",
                  TOKENBOUNCER_VERSION, s.rw.host, s.rw.port, s.rw.database, s.rw.user,
                  rw->credential->describe(), to_string(s.rw.pool_mode), to_string(s.rw.sslmode),
@@ -252,11 +265,18 @@ bool application::open_listeners(std::string& error)
         bool ro = r == &s.ro;
         for (const auto& addr : s.listen_addr)
         {
-            auto l = net::listener::open_tcp(control_, addr, r->listen_port, error);
-            if (!l)
+            // One listening socket per worker (SO_REUSEPORT): a connection is accepted on the thread
+            // that serves it.
+            if (!net::listener::probe_tcp(addr, r->listen_port, error))
                 return false;
-            accept_pending_.emplace_back(l.get(), session::listener_info{ro, false, l->is_loopback()});
-            listeners_.push_back(std::move(l));
+            for (auto& w : workers_)
+            {
+                auto l = net::listener::open_tcp(w->ctx, addr, r->listen_port, true, error);
+                if (!l)
+                    return false;
+                session::listener_info info{ro, false, l->is_loopback(), &w->watch, l->protocol()};
+                listeners_.push_back(std::make_unique<listening>(listening{std::move(l), &w->ctx, w.get(), info}));
+            }
         }
         if (!s.unix_socket_dir.empty())
         {
@@ -264,26 +284,26 @@ bool application::open_listeners(std::string& error)
             auto l = net::listener::open_unix(control_, path, s.unix_socket_mode, s.unix_socket_group, error);
             if (!l)
                 return false;
-            accept_pending_.emplace_back(l.get(), session::listener_info{ro, true, false});
-            listeners_.push_back(std::move(l));
+            session::listener_info info{ro, true, false, nullptr, l->protocol()};
+            listeners_.push_back(std::make_unique<listening>(listening{std::move(l), &control_, nullptr, info}));
         }
     }
     return true;
 }
 
-asio::io_context& application::next_worker()
+worker& application::next_worker()
 {
     auto& w = *workers_[next_worker_];
     next_worker_ = (next_worker_ + 1) % workers_.size();
-    return w.ctx;
+    return w;
 }
 
-awaitable<void> application::accept_loop(net::listener* l, session::listener_info info)
+awaitable<void> application::accept_loop(listening* l)
 {
     for (;;)
     {
-        auto& target = next_worker();
-        auto [ec, sock] = co_await l->accept(target);
+        worker& target = l->owner ? *l->owner : next_worker();
+        auto [ec, sock] = co_await l->socket->accept(target.ctx);
         if (ec == asio::error::operation_aborted || stopping_)
             co_return;
         if (ec)
@@ -291,14 +311,16 @@ awaitable<void> application::accept_loop(net::listener* l, session::listener_inf
             // Out of file descriptors (EMFILE/ENFILE) and the like: say so, pause, go on.
             spdlog::error("accept on {} failed: {}; pausing accepts for 100 ms (raise LimitNOFILE / ulimit -n, "
                           "or lower max_client_conn)",
-                          l->describe(), ec.message());
-            asio::steady_timer t(control_, std::chrono::milliseconds(100));
+                          l->socket->describe(), ec.message());
+            asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(100));
             co_await t.async_wait(use_nothrow);
             continue;
         }
+        session::listener_info info = l->info;
+        info.watch = &target.watch;
         auto session = std::make_shared<session::client_session>(state_, std::move(sock), info);
         state_.add_session(session);
-        asio::co_spawn(target, session->run(), [this, session](std::exception_ptr e) {
+        asio::co_spawn(target.ctx, session->run(), [this, session](std::exception_ptr e) {
             if (e)
             {
                 try
@@ -379,7 +401,7 @@ void application::begin_shutdown()
     state_.shutting_down = true;
     sd::notify("STOPPING=1\nSTATUS=shutting down");
     for (auto& l : listeners_)
-        l->close();
+        asio::post(*l->ctx, [sock = l->socket.get()] { sock->close(); });
     auto sessions = state_.sessions();
     spdlog::info("shutting down: stopped accepting; waiting for {} client(s) to finish (shutdown_timeout {} s)",
                  sessions.size(), settings_->shutdown_timeout.count() / 1000.0);
@@ -493,6 +515,10 @@ int application::run()
         if (w->thread.joinable())
             w->thread.join();
     }
+    // Sessions still suspended in an io_context are destroyed with it and use the shared state:
+    // tear the io_contexts down while everything else is alive.
+    listeners_.clear();
+    workers_.clear();
     if (exit_code_ == 0)
         spdlog::info("tokenbouncer stopped");
     return exit_code_;

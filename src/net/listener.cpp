@@ -1,18 +1,56 @@
 #include "tokenbouncer/net/listener.hpp"
 
 #include <grp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 namespace tokenbouncer::net {
 
+namespace {
+
+std::string listen_host(const std::string& address)
+{
+    return address == "*" ? "0.0.0.0" : address == "localhost" ? "127.0.0.1" : address;
+}
+
+}  // namespace
+
+bool listener::probe_tcp(const std::string& address, std::uint16_t port, std::string& error)
+{
+    using tcp = asio::ip::tcp;
+    asio::io_context ctx;
+    error_code ec;
+    auto ip = asio::ip::make_address(listen_host(address), ec);
+    if (ec)
+    {
+        error = "listen_addr \"" + address + "\" is not an IP address";
+        return false;
+    }
+    tcp::acceptor probe(ctx);
+    tcp::endpoint ep(ip, port);
+    probe.open(ep.protocol(), ec);
+    if (!ec)
+        probe.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec)
+        probe.bind(ep, ec);
+    if (ec)
+    {
+        error = "cannot listen on " + listen_host(address) + ":" + std::to_string(port) + ": " + ec.message();
+        return false;
+    }
+    return true;
+}
+
 std::unique_ptr<listener> listener::open_tcp(asio::io_context& ctx, const std::string& address, std::uint16_t port,
-                                             std::string& error)
+                                             bool reuse_port, std::string& error)
 {
     using tcp = asio::ip::tcp;
     auto l = std::unique_ptr<listener>(new listener);
     error_code ec;
-    std::string host = address == "*" ? "0.0.0.0" : address == "localhost" ? "127.0.0.1" : address;
+    std::string host = listen_host(address);
     auto ip = asio::ip::make_address(host, ec);
     if (ec)
     {
@@ -24,8 +62,21 @@ std::unique_ptr<listener> listener::open_tcp(asio::io_context& ctx, const std::s
     l->tcp_->open(ep.protocol(), ec);
     if (!ec)
         l->tcp_->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec && reuse_port)
+    {
+        int one = 1;
+        if (::setsockopt(l->tcp_->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+            ec = error_code(errno, boost::system::system_category());
+    }
     if (!ec)
         l->tcp_->bind(ep, ec);
+    if (!ec)
+    {
+        // Wake up accept only when the client has sent its first packet (as PgBouncer does): a
+        // connection that sends nothing costs nothing, and the first read finds its data.
+        int seconds = 45;
+        ::setsockopt(l->tcp_->native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds);
+    }
     if (!ec)
         l->tcp_->listen(asio::socket_base::max_listen_connections, ec);
     if (ec)
@@ -34,6 +85,7 @@ std::unique_ptr<listener> listener::open_tcp(asio::io_context& ctx, const std::s
         return nullptr;
     }
     l->loopback_ = ip.is_loopback();
+    l->protocol_ = asio::generic::stream_protocol(ep.protocol().family(), IPPROTO_TCP);
     l->description_ = host + ":" + std::to_string(port);
     return l;
 }
@@ -75,6 +127,7 @@ std::unique_ptr<listener> listener::open_unix(asio::io_context& ctx, const std::
         return nullptr;
     }
     l->path_ = path;
+    l->protocol_ = asio::generic::stream_protocol(AF_UNIX, 0);
     if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0)
     {
         error = "cannot set the mode of " + path + ": " + std::string(strerror(errno));

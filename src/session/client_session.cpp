@@ -20,6 +20,8 @@ namespace fe = protocol::frontend;
 
 // Parse messages up to this size are tracked in transaction mode (the client buffer grows to it).
 constexpr std::size_t max_tracked_message = 1 << 20;
+// Client buffers start small (2 KiB: idle clients cost little) and grow to this when a client streams.
+constexpr std::size_t bulk_buffer = 32 * 1024;
 
 void relay_buffer::consume(std::size_t n)
 {
@@ -55,10 +57,9 @@ void relay_buffer::append(std::string_view s)
 client_session::client_session(shared_state& state, net::socket_type sock, listener_info where)
     : state_(state),
       settings_(state.settings()),
-      client_(std::move(sock)),
+      client_(std::move(sock), where.protocol),
       where_(where),
       id_(state.next_client_id.fetch_add(1, std::memory_order_relaxed)),
-      login_timer_(client_.get_executor()),
       client_scanner_(settings_->max_packet_size),
       server_scanner_(protocol::max_message_length),
       pump_done_(client_.get_executor())
@@ -109,6 +110,14 @@ client_info client_session::info() const
     return i;
 }
 
+void client_session::login_deadline_passed()
+{
+    if (logged_in_)
+        return;
+    login_timed_out_ = true;
+    client_.cancel();
+}
+
 void client_session::request_shutdown()
 {
     shutdown_requested_ = true;
@@ -156,7 +165,7 @@ awaitable<std::optional<protocol::startup_packet>> client_session::read_startup(
         buf.resize(old + n);
         if (ec)
         {
-            if (ec == asio::error::operation_aborted)
+            if (login_timed_out_)
                 spdlog::info("{}: closing connection: no startup packet within client_login_timeout", tag());
             else if (old > 0 || ec != asio::error::eof)
                 spdlog::debug("{}: connection closed during startup: {}", tag(), ec.message());
@@ -387,13 +396,8 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
 
 awaitable<void> client_session::run()
 {
-    auto self = shared_from_this();
-    // client_login_timeout: closes the socket if the login is not done in time.
-    login_timer_.expires_after(settings_->client_login_timeout);
-    login_timer_.async_wait([self](error_code ec) {
-        if (!ec)
-            self->client_.cancel();
-    });
+    if (where_.watch)
+        where_.watch->add(shared_from_this(), std::chrono::steady_clock::now() + settings_->client_login_timeout);
 
     bool tls_done = false;
     std::optional<protocol::startup_packet> pkt;
@@ -404,7 +408,7 @@ awaitable<void> client_session::run()
             break;
         if (pkt->type == protocol::startup_packet::kind::cancel_request)
         {
-            login_timer_.cancel();
+            logged_in_ = true;
             co_await handle_cancel(pkt->cancel_pid, pkt->cancel_key);
             pkt.reset();
             break;
@@ -459,11 +463,11 @@ awaitable<void> client_session::run()
         }
         else if (co_await handle_startup(*pkt))
         {
-            login_timer_.cancel();
+            logged_in_ = true;
             co_await relay();
         }
     }
-    login_timer_.cancel();
+    logged_in_ = true;
     client_.close();
 }
 
@@ -499,6 +503,26 @@ protocol::scan_action client_session::on_client_message(char type)
 
 protocol::scan_action client_session::on_server_message(char type, std::uint32_t total, std::string_view bytes)
 {
+    if (sync_answers_pending_ > 0)
+    {
+        // The answers to our pipelined SET: swallowed, its ParameterStatus recorded.
+        std::size_t offset = static_cast<std::size_t>(bytes.data() - s2c_.data());
+        if (type == be::parameter_status && bytes.size() >= total)
+        {
+            if (auto ps = protocol::parse_parameter_status(bytes.substr(5)))
+                server_->apply_parameter_status(ps->name, ps->value);
+        }
+        else if (type == be::error_response)
+        {
+            spdlog::warn("{}: {}: setting application_name failed", tag(), server_->tag());
+        }
+        else if (type == be::ready_for_query)
+        {
+            --sync_answers_pending_;
+        }
+        s2c_patches_.push_back({offset, total, {}});
+        return protocol::scan_action::next;
+    }
     if (tracking_)
     {
         auto d = queue_.on_server_message(type);
@@ -560,6 +584,7 @@ protocol::scan_action client_session::on_server_message(char type, std::uint32_t
 bool client_session::server_clean() const
 {
     return server_ && !server_failed_ && outstanding_ == 0 && !pending_since_sync_ && txn_status_ == 'I' &&
+           sync_answers_pending_ == 0 &&
            server_scanner_.at_boundary() && s2c_.size() == 0 && client_scanner_.at_boundary();
 }
 
@@ -578,7 +603,17 @@ awaitable<bool> client_session::link_server()
     spdlog::debug("{}: linked to {} (backend pid {})", tag(), server_->tag(), server_->key.pid);
     // Make the server's tracked parameters match what this client expects.
     std::string sync = pool::build_sync_query(wanted_, server_->params);
-    if (!sync.empty())
+    pipelined_sync_.clear();
+    sync_answers_pending_ = 0;
+    bool only_application_name = !sync.empty() && sync.rfind("SET \"application_name\"", 0) == 0 &&
+                                 sync.find(";SET ") == std::string::npos;
+    if (only_application_name)
+    {
+        // Any application_name is accepted, so this SET cannot fail: send it with the client's
+        // first message and skip a round trip.
+        pipelined_sync_ = protocol::build_query(sync);
+    }
+    else if (!sync.empty())
     {
         std::vector<std::pair<std::string, std::string>> reported;
         auto r = co_await pool::pool::run_query(*server_, sync, &reported);
@@ -656,6 +691,8 @@ awaitable<void> client_session::server_pump()
     net::stream& srv = *server_->stream;
     s2c_.ensure();
     auto need = [this](char type, std::uint32_t total) -> std::size_t {
+        if (sync_answers_pending_ > 0)
+            return total;  // swallowed whole
         switch (type)
         {
         case be::ready_for_query:
@@ -847,7 +884,6 @@ awaitable<void> client_session::relay()
 {
     c2s_.append(leftover_);
     leftover_.clear();
-    c2s_.release_if_empty();
     end_reason reason = end_reason::client_left;
     const auto& s = *settings_;
 
@@ -858,66 +894,60 @@ awaitable<void> client_session::relay()
             reason = end_reason::shutdown;
             break;
         }
-        if (c2s_.size() == 0 && !client_.has_pending_input())
+        if (c2s_.space() == 0 && !c2s_.enlarge(max_tracked_message))
         {
-            // Nothing buffered: wait for the client without holding a buffer (idle clients cost little).
-            if (!server_)
-                c2s_.release_if_empty();
-            std::chrono::milliseconds idle_limit{0};
+            reason = end_reason::client_error;  // cannot happen: messages are bounded by the scanner
+            break;
+        }
+        c2s_.ensure();
+        // client_idle_timeout / idle_transaction_timeout, when set, bound the wait for the client.
+        std::chrono::milliseconds idle_limit{0};
+        if (c2s_.size() == 0 && outstanding_ == 0)
+        {
             if (txn_status_ == 'I' && s.client_idle_timeout.count() > 0)
                 idle_limit = s.client_idle_timeout;
             else if (txn_status_ != 'I' && s.idle_transaction_timeout.count() > 0)
                 idle_limit = s.idle_transaction_timeout;
-            error_code wec;
-            if (idle_limit.count() > 0 && outstanding_ == 0)
-            {
-                asio::steady_timer t(client_.get_executor(), idle_limit);
-                bool fired = false;
-                t.async_wait([this, &fired](error_code e) {
-                    if (!e)
-                    {
-                        fired = true;
-                        client_.cancel();
-                    }
-                });
-                wec = co_await client_.wait_readable();
-                t.cancel();
-                if (fired)
-                {
-                    reason = end_reason::timeout;
-                    std::string which = txn_status_ == 'I' ? "client_idle_timeout" : "idle_transaction_timeout";
-                    spdlog::info("{}: closing: idle longer than {}", tag(), which);
-                    if (!pump_running_ || outstanding_ == 0)
-                        co_await send_error(pg_error::fatal(sqlstate::admin_shutdown,
-                                                            "terminating connection: idle longer than " + which));
-                    break;
-                }
-            }
-            else
-            {
-                wec = co_await client_.wait_readable();
-            }
-            if (wec)
-            {
-                reason = server_failed_ ? end_reason::server_error
-                         : shutdown_requested_ ? end_reason::shutdown
-                                               : end_reason::client_error;
-                break;
-            }
         }
-        c2s_.ensure();
-        error_code ec;
-        std::size_t n = client_.read_now(c2s_.tail(), c2s_.space(), ec);
-        if (ec == asio::error::would_block)
-            continue;
+        std::optional<asio::steady_timer> idle_timer;
+        bool idle_fired = false;
+        if (idle_limit.count() > 0)
+        {
+            idle_timer.emplace(client_.get_executor(), idle_limit);
+            idle_timer->async_wait([this, &idle_fired](error_code e) {
+                if (!e)
+                {
+                    idle_fired = true;
+                    client_.cancel();
+                }
+            });
+        }
+        std::size_t space = c2s_.space();
+        auto [ec, n] = co_await client_.read_some(c2s_.tail(), space);
+        if (idle_timer)
+            idle_timer->cancel();
+        if (idle_fired)
+        {
+            reason = end_reason::timeout;
+            std::string which = txn_status_ == 'I' ? "client_idle_timeout" : "idle_transaction_timeout";
+            spdlog::info("{}: closing: idle longer than {}", tag(), which);
+            if (!pump_running_ || outstanding_ == 0)
+                co_await send_error(
+                    pg_error::fatal(sqlstate::admin_shutdown, "terminating connection: idle longer than " + which));
+            break;
+        }
         if (ec)
         {
             reason = ec == asio::error::eof ? end_reason::client_left
                      : server_failed_       ? end_reason::server_error
+                     : shutdown_requested_  ? end_reason::shutdown
                                             : end_reason::client_error;
             break;
         }
         c2s_.grow(n);
+        // A client that fills the buffer gets a bigger one (bulk COPY, big rows); idle ones keep it small.
+        if (n == space && c2s_.capacity() < bulk_buffer)
+            c2s_.enlarge(bulk_buffer);
         // With prepared-statement tracking, what is sent depends on the server: link it first
         // (unless the client is only saying goodbye).
         if (tracking_ && !server_ && c2s_.data()[0] != fe::terminate)
@@ -987,6 +1017,12 @@ awaitable<void> client_session::relay()
                 }
             }
             pool_->counters().bytes_received.fetch_add(res.consumed, std::memory_order_relaxed);
+            if (!pipelined_sync_.empty())
+            {
+                c2s_patches_.insert(c2s_patches_.begin(), patch{0, 0, std::move(pipelined_sync_)});
+                pipelined_sync_.clear();
+                sync_answers_pending_ = 1;
+            }
             if (auto wec = co_await send_patched(*server_->stream, std::string_view(c2s_.data(), res.consumed),
                                                  c2s_patches_))
             {

@@ -4,6 +4,38 @@
 
 namespace tokenbouncer::session {
 
+void login_watch::add(const std::shared_ptr<client_session>& s, std::chrono::steady_clock::time_point deadline)
+{
+    entries_.emplace_back(deadline, s);
+    arm();
+}
+
+void login_watch::arm()
+{
+    if (armed_ || entries_.empty())
+        return;
+    armed_ = true;
+    timer_.expires_at(entries_.front().first);
+    timer_.async_wait([this](error_code ec) {
+        armed_ = false;
+        if (ec)
+            return;
+        auto now = std::chrono::steady_clock::now();
+        // Deadlines are (nearly) in order: a reload may shorten the timeout, which then takes
+        // effect a little late for the connections already waiting.
+        while (!entries_.empty() && entries_.front().first <= now)
+        {
+            if (auto s = entries_.front().second.lock())
+                s->login_deadline_passed();
+            entries_.pop_front();
+        }
+        // Drop entries of sessions that are gone or logged in, so idle times cost nothing.
+        while (!entries_.empty() && entries_.front().second.expired())
+            entries_.pop_front();
+        arm();
+    });
+}
+
 std::shared_ptr<const config::settings> shared_state::settings() const
 {
     std::lock_guard lock(mu_);

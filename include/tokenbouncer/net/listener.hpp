@@ -15,8 +15,13 @@ class listener
 {
 public:
     // Binds and listens; returns null with `error` set (address in use, permission denied, ...).
+    // reuse_port: SO_REUSEPORT, so each worker thread can have its own listening socket on the
+    // same port and the kernel spreads connections over them.
     static std::unique_ptr<listener> open_tcp(asio::io_context& ctx, const std::string& address, std::uint16_t port,
-                                              std::string& error);
+                                              bool reuse_port, std::string& error);
+    // Fails (with `error`) when something already listens on the address and port; SO_REUSEPORT
+    // would otherwise let two tokenbouncers share a port silently.
+    static bool probe_tcp(const std::string& address, std::uint16_t port, std::string& error);
     // A Unix socket at `path` (a stale socket file left by a dead process is replaced).
     static std::unique_ptr<listener> open_unix(asio::io_context& ctx, const std::string& path, int mode,
                                                const std::string& group, std::string& error);
@@ -24,6 +29,7 @@ public:
 
     // Accepts one connection onto `target`'s io_context.
     awaitable<std::pair<error_code, socket_type>> accept(asio::io_context& target);
+    asio::generic::stream_protocol protocol() const { return protocol_; }
     void close();
     bool is_unix() const { return unix_.has_value(); }
     bool is_loopback() const { return loopback_; }
@@ -35,6 +41,7 @@ private:
     std::string path_;
     std::string description_;
     bool loopback_ = false;
+    asio::generic::stream_protocol protocol_{AF_INET, IPPROTO_TCP};
 };
 
 }  // namespace tokenbouncer::net

@@ -1,15 +1,16 @@
 #pragma once
-// A connected socket, in clear text or TLS, with non-blocking reads and writes.
+// A connected socket, in clear text or TLS, for the relay and the login code.
 //
-// TLS is OpenSSL bound directly to the socket's file descriptor (SSL_set_fd) rather than
-// asio::ssl::stream. That keeps all TLS state inside the SSL object, so a server connection can
-// move from one worker's io_context to another's (rebind()) when the pool hands it to a client on
-// another thread, and it saves the copy through asio::ssl's BIO pair on the relay's hot path.
+// Reads go through Asio's async_read_some, which skips the speculative read after a short one, so
+// a request/response exchange costs one recv per message and no epoll_ctl. TLS is OpenSSL with a
+// small BIO of our own (rather than asio::ssl::stream): raw bytes are read with async_read_some
+// into the stream's buffer and handed to OpenSSL from there; encrypted output goes straight to
+// send(). All TLS state stays in this object, so a server connection can move from one worker's
+// io_context to another's (rebind()) when the pool hands it to a client on another thread.
 //
 // Usage:
-//     std::size_t n = s.read_now(buf, len, ec);      // never waits; ec == would_block: nothing yet
-//     co_await s.wait_readable();                     // waits for what the last read needs
-//     auto [ec, n] = co_await s.read_some(buf, len); // both of the above
+//     auto [ec, n] = co_await s.read_some(buf, len);  // waits until something can be read
+//     std::size_t m = s.read_now(buf, len, ec);        // never waits (would_block: nothing buffered)
 //     ec = co_await s.write_all(bytes);
 
 #include <memory>
@@ -30,24 +31,24 @@ class stream
 {
 public:
     explicit stream(socket_type sock);
+    // Skips asking the socket for its protocol (one syscall less per accepted connection).
+    stream(socket_type sock, asio::generic::stream_protocol protocol);
     stream(stream&&) = delete;
     stream& operator=(stream&&) = delete;
     ~stream();
 
-    // --- Non-blocking attempts ------------------------------------------------------------
-    // A read returns the bytes read (> 0), or 0 with ec set: would_block, eof, or an error.
-    std::size_t read_now(char* buf, std::size_t len, error_code& ec);
-    std::size_t write_now(const char* buf, std::size_t len, error_code& ec);
-
-    // --- Waiting ----------------------------------------------------------------------------
-    // Waits until the socket is ready for what the last TLS call asked for (a TLS read may need
-    // to write and the other way round); in clear text simply for readable/writable.
-    awaitable<error_code> wait_readable();
-    awaitable<error_code> wait_writable();
-
+    // --- Reading ----------------------------------------------------------------------------
+    // Waits until at least one byte can be read; returns eof at the end of the stream.
     awaitable<std::pair<error_code, std::size_t>> read_some(char* buf, std::size_t len);
-    awaitable<error_code> write_all(std::string_view data);
     awaitable<error_code> read_exactly(char* buf, std::size_t len);
+    // Never waits: bytes already buffered (TLS), or what the socket has; would_block otherwise.
+    std::size_t read_now(char* buf, std::size_t len, error_code& ec);
+    // Bytes already received and buffered here (TLS), readable without touching the socket.
+    bool has_pending_input() const noexcept;
+
+    // --- Writing ----------------------------------------------------------------------------
+    std::size_t write_now(const char* buf, std::size_t len, error_code& ec);
+    awaitable<error_code> write_all(std::string_view data);
 
     // --- TLS ------------------------------------------------------------------------------
     // Client handshake. `host` goes into SNI (unless it is an IP address) and, with
@@ -57,8 +58,6 @@ public:
     awaitable<std::optional<std::string>> tls_accept(SSL_CTX* ctx);
     bool is_tls() const noexcept { return ssl_ != nullptr; }
     SSL* ssl() const noexcept { return ssl_; }
-    // Bytes already decrypted and waiting in OpenSSL.
-    bool has_pending_input() const noexcept { return ssl_ && SSL_pending(ssl_) > 0; }
 
     // --- Socket -----------------------------------------------------------------------------
     // Moves the socket to another executor (io_context). No operation may be pending.
@@ -71,17 +70,31 @@ public:
     socket_type& socket() noexcept { return sock_; }
 
     // True when the peer has closed or sent something: a cheap liveness check for an idle
-    // server connection (recv with MSG_PEEK, never blocks).
+    // server connection (buffered bytes, or recv with MSG_PEEK; never blocks).
     bool peer_closed_or_sent_data() noexcept;
 
 private:
-    std::size_t tls_io(bool is_read, char* buf, std::size_t len, error_code& ec);
+    struct bio_access;
+    enum class tls_step
+    {
+        done,
+        want_read,
+        want_write,
+        failed,
+    };
+    // Reads raw bytes from the socket into the TLS input buffer.
+    awaitable<error_code> fill_tls_input();
+    awaitable<std::optional<std::string>> tls_handshake();
+    std::size_t tls_io(bool is_read, char* buf, std::size_t len, error_code& ec, tls_step& step);
 
     socket_type sock_;
     asio::generic::stream_protocol protocol_;
     SSL* ssl_ = nullptr;
-    bool tls_wants_write_for_read_ = false;
-    bool tls_wants_read_for_write_ = false;
+    // TLS input: bytes read from the socket that OpenSSL has not consumed yet.
+    std::unique_ptr<char[]> in_;
+    std::size_t in_begin_ = 0;
+    std::size_t in_end_ = 0;
+    bool in_eof_ = false;
 };
 
 }  // namespace tokenbouncer::net

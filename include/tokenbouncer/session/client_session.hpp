@@ -88,6 +88,8 @@ public:
     // Call on the session's executor (post it there).
     void request_shutdown();
     asio::any_io_executor executor() { return client_.get_executor(); }
+    // client_login_timeout passed: closes the connection if the login is not done.
+    void login_deadline_passed();
     client_info info() const;
     std::string tag() const { return "c" + std::to_string(id_); }
 
@@ -146,11 +148,12 @@ private:
     protocol::backend_key_data our_key_;
     std::shared_ptr<cancel_target> cancel_target_ = std::make_shared<cancel_target>();
     std::string leftover_;  // client bytes read past the startup packet
-    asio::steady_timer login_timer_;
+    bool logged_in_ = false;
+    bool login_timed_out_ = false;
 
     // Relay state
     std::unique_ptr<pool::server_conn> server_;
-    relay_buffer c2s_{32 * 1024};
+    relay_buffer c2s_{2 * 1024};
     relay_buffer s2c_{64 * 1024};
     protocol::message_scanner client_scanner_;
     protocol::message_scanner server_scanner_;
@@ -175,6 +178,11 @@ private:
     std::vector<patch> s2c_patches_;
     std::string pending_after_;  // our answers due after a server message still arriving
     bool kick_ = false;          // the pump was woken to send our answers
+
+    // A parameter sync (SET application_name ...) sent in front of the client's first message on a
+    // newly linked server, instead of a round trip of its own; its answers are swallowed.
+    std::string pipelined_sync_;
+    int sync_answers_pending_ = 0;
 };
 
 }  // namespace tokenbouncer::session

@@ -4,7 +4,9 @@
 // a reference for their lifetime (the app outlives every session).
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <map>
@@ -13,6 +15,7 @@
 #include <string>
 
 #include "tokenbouncer/config/settings.hpp"
+#include "tokenbouncer/net/asio.hpp"
 #include "tokenbouncer/net/tls.hpp"
 #include "tokenbouncer/pool/pool.hpp"
 #include "tokenbouncer/session/cancel_registry.hpp"
@@ -21,12 +24,30 @@ namespace tokenbouncer::session {
 
 class client_session;
 
+// The sessions of one worker thread that are still logging in, with their deadlines
+// (client_login_timeout). One timer per worker instead of one per connection: a connection costs
+// no timer syscalls. All calls on the worker's thread.
+class login_watch
+{
+public:
+    explicit login_watch(asio::any_io_executor ex) : timer_(ex) {}
+    void add(const std::shared_ptr<client_session>& s, std::chrono::steady_clock::time_point deadline);
+
+private:
+    void arm();
+    std::deque<std::pair<std::chrono::steady_clock::time_point, std::weak_ptr<client_session>>> entries_;
+    asio::steady_timer timer_;
+    bool armed_ = false;
+};
+
 // Where a client connected: which route, over what.
 struct listener_info
 {
     bool ro = false;
     bool unix_socket = false;
     bool loopback = true;
+    login_watch* watch = nullptr;  // of the worker the session runs on
+    asio::generic::stream_protocol protocol{AF_INET, IPPROTO_TCP};
 };
 
 // Users of auth_file: name -> SCRAM verifier or clear-text password (as PgBouncer's auth_file).
