@@ -43,13 +43,14 @@ boost::system::result<client_certificate, load_error> load_client_certificate(co
     EVP_PKEY* key = PEM_read_PrivateKey(f.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
     ERR_clear_error();
     std::unique_ptr<X509, void (*)(X509*)> cert_guard(cert, &X509_free);
+    std::unique_ptr<EVP_PKEY, void (*)(EVP_PKEY*)> key_guard(key, &EVP_PKEY_free);
     if (!cert)
         return load_error{"no certificate in \"" + path + "\" (expected a PEM file with the certificate and its key)"};
     if (!key)
         return load_error{"no usable private key in \"" + path +
                           "\" (expected an unencrypted PEM private key next to the certificate)"};
     client_certificate out;
-    out.key.reset(key, &EVP_PKEY_free);
+    out.key.reset(key_guard.release(), &EVP_PKEY_free);
     if (EVP_PKEY_base_id(key) != EVP_PKEY_RSA)
         return load_error{"the key in \"" + path + "\" is not an RSA key (Microsoft Entra needs RSA)"};
     if (X509_check_private_key(cert, key) != 1)

@@ -63,7 +63,7 @@ boost::system::result<token, reply_error> parse_token_reply(std::string_view bod
         return reply_error{"the reply has no access_token"};
     const json::value* type = obj.if_contains("token_type");
     if (type && type->is_string() && type->as_string() != "Bearer" && type->as_string() != "bearer")
-        return reply_error{"unexpected token_type \"" + std::string(type->as_string().c_str()) + "\""};
+        return reply_error{"unexpected token_type \"" + excerpt(std::string_view(type->as_string().data(), type->as_string().size()), 40) + "\""};
 
     token t;
     const json::value* expires_in = obj.if_contains("expires_in");
@@ -126,7 +126,8 @@ std::string describe_error_reply(std::string_view body)
     // Entra descriptions carry a trace id and timestamp on their second line; keep the first.
     if (auto nl = desc.find_first_of("\r\n"); nl != std::string::npos)
         desc = desc.substr(0, nl);
-    return excerpt(err + (desc.empty() ? "" : ": " + desc), 400);
+    std::string line = err.empty() ? desc : desc.empty() ? err : err + ": " + desc;
+    return excerpt(line, 400);
 }
 
 }  // namespace tokenbouncer::auth
