@@ -10,11 +10,15 @@
 
 #include <atomic>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "tokenbouncer/admin/console.hpp"
+#include "tokenbouncer/admin/endpoints.hpp"
 #include "tokenbouncer/auth/token_cache.hpp"
+#include "tokenbouncer/http/server.hpp"
 #include "tokenbouncer/net/listener.hpp"
 #include "tokenbouncer/session/client_session.hpp"
 #include "tokenbouncer/session/context.hpp"
@@ -150,6 +154,10 @@ private:
     auth::token_cache tokens_{control_.get_executor()};
 
     bool reloading_ = false;
+    std::atomic<bool> serving_{false};  // listeners up, first tokens held
+    mutable std::mutex raw_mu_;         // raw_ is read by the admin console on worker threads
+    std::shared_ptr<admin::endpoints> endpoints_;
+    std::unique_ptr<http::server> http_;
 };
 
 awaitable<std::shared_ptr<const upstream::target>> application::build_target(const config::settings& s,
@@ -211,6 +219,33 @@ bool application::setup(std::string& error)
         }
     }
     state_.set(settings_, users, client_tls);
+
+    admin::app_hooks hooks;
+    hooks.reload = [this] { asio::post(control_, [this] { asio::co_spawn(control_, reload(), asio::detached); }); };
+    hooks.shutdown = [this] { asio::post(control_, [this] { begin_shutdown(); }); };
+    hooks.raw_config = [this] {
+        std::lock_guard lock(raw_mu_);
+        return raw_;
+    };
+    hooks.tokens = [this] { return tokens_.status(); };
+    hooks.serving = [this] { return serving_.load(); };
+    for (auto& w : workers_)
+        hooks.workers.push_back(w->ctx.get_executor());
+    state_.admin = std::make_shared<admin::console>(state_, hooks);
+    endpoints_ = std::make_shared<admin::endpoints>(state_, hooks);
+    if (s.http_port != 0)
+    {
+        // Up before the first tokens are fetched: /startupz and /readyz answer 503 meanwhile.
+        http_ = http::server::open(control_, s.http_addr, s.http_port,
+                                   [ep = endpoints_](http::server_request r) { return ep->handle(std::move(r)); }, e);
+        if (!http_)
+        {
+            error = e;
+            return false;
+        }
+        http_->start();
+        spdlog::info("HTTP endpoints (/metrics /livez /readyz /startupz /quitquitquit) on {}", http_->describe());
+    }
     return true;
 }
 
@@ -251,6 +286,7 @@ awaitable<void> application::startup()
                           ro->credential->describe() + ")"
                     : std::string(),
                  workers_.size());
+    serving_ = true;
     sd::notify("READY=1\nSTATUS=serving");
 }
 
@@ -388,7 +424,10 @@ awaitable<void> application::reload()
         state_.ro_pool->reconfigure(ro, pool::pool_limits::from(*s, s->ro));
     state_.set(s, users, state_.client_tls());
     settings_ = s;
-    raw_ = std::move(res.raw);
+    {
+        std::lock_guard lock(raw_mu_);
+        raw_ = std::move(res.raw);
+    }
     spdlog::info("configuration reloaded");
     sd::notify("READY=1\nSTATUS=serving");
 }
@@ -437,6 +476,8 @@ void application::finish()
     if (state_.ro_pool)
         state_.ro_pool->close_all(why);
     tokens_.stop();
+    if (http_)
+        http_->close();
     // Give posted closes a moment on the workers, then stop.
     for (auto& w : workers_)
         w->guard.reset();
@@ -518,7 +559,9 @@ int application::run()
     // Sessions still suspended in an io_context are destroyed with it and use the shared state:
     // tear the io_contexts down while everything else is alive.
     listeners_.clear();
+    state_.admin.reset();
     workers_.clear();
+    http_.reset();
     if (exit_code_ == 0)
         spdlog::info("tokenbouncer stopped");
     return exit_code_;

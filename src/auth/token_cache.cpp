@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "tokenbouncer/util/log.hpp"
+
 #include <algorithm>
 #include <ctime>
 
@@ -105,6 +107,7 @@ awaitable<void> token_entry::fetch()
         current_ = std::move(*r);
         next_refresh_ = policy_.refresh_at(now, *current_);
         auto in = std::chrono::duration_cast<std::chrono::seconds>(current_->expires_on - now).count();
+        log::scoped_fields fields{{"identity", cred_->describe()}, {"fingerprint", current_->access_token.fingerprint()}};
         spdlog::info("{}: token fetched ({}): fingerprint {}, expires {} (in {} s), next refresh {}",
                      routes_.empty() ? "token" : routes_.front(), cred_->describe(), current_->access_token.fingerprint(),
                      format_time(current_->expires_on), in, format_time(*next_refresh_));
@@ -127,6 +130,8 @@ awaitable<void> token_entry::fetch()
         delay = std::clamp(delay, 1000ms, std::max(1000ms, left / 2));
     }
     next_refresh_ = now + delay;
+    log::scoped_fields fields{{"identity", cred_->describe()},
+                              {"fingerprint", current_ ? current_->access_token.fingerprint() : std::string()}};
     spdlog::warn("{}: token request failed ({}, attempt {}): {}; {}; next attempt in {} ms",
                  routes_.empty() ? "token" : routes_.front(), cred_->describe(), failures_, last_error_,
                  have_valid ? "the current token (" + current_->access_token.fingerprint() + ") stays in use until " +
@@ -153,6 +158,7 @@ awaitable<token_entry::get_result> token_entry::get(std::optional<secret> reject
         auto now = sys_clock::now();
         if (rejected && current_ && current_->access_token == *rejected)
         {
+            log::scoped_fields fields{{"identity", cred_->describe()}, {"fingerprint", current_->access_token.fingerprint()}};
             spdlog::info("{}: the upstream rejected token {}; dropping it", routes_.empty() ? "token" : routes_.front(),
                          current_->access_token.fingerprint());
             current_.reset();
@@ -263,6 +269,7 @@ awaitable<std::optional<resolved_credential>> resolve_chain(std::vector<chain_li
             auto r = co_await link.cred->fetch_once();
             if (r)
             {
+                log::scoped_fields fields{{"identity", link.cred->describe()}, {"fingerprint", r->access_token.fingerprint()}};
                 spdlog::info("{}: authenticated to azure with {} ({}): token {} expires {}", route, link.class_name,
                              link.cred->describe(), r->access_token.fingerprint(), format_time(r->expires_on));
                 co_return resolved_credential{std::move(link.cred), std::move(*r), sent};

@@ -379,9 +379,7 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_pa
             }
             else
             {
-                counters_.server_assignments.fetch_add(1, std::memory_order_relaxed);
-                auto waited = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started);
-                counters_.wait_time_us.fetch_add(static_cast<std::uint64_t>(waited.count()), std::memory_order_relaxed);
+                counters_.assigned(std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started));
                 co_return std::move(s);
             }
         }
@@ -390,9 +388,7 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_pa
             auto r = co_await login_new(client, client_tag);
             if (r)
             {
-                counters_.server_assignments.fetch_add(1, std::memory_order_relaxed);
-                auto waited = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started);
-                counters_.wait_time_us.fetch_add(static_cast<std::uint64_t>(waited.count()), std::memory_order_relaxed);
+                counters_.assigned(std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started));
             }
             co_return r;
         }
@@ -590,6 +586,16 @@ void pool::close_all(const pg_error& why)
     }
     for (auto& s : to_close)
         close_on_own_thread(std::move(s));
+}
+
+std::vector<server_info> pool::idle_servers() const
+{
+    std::lock_guard lock(mu_);
+    std::vector<server_info> out;
+    out.reserve(idle_.size());
+    for (const auto& s : idle_)
+        out.push_back(s->info("idle", 0));
+    return out;
 }
 
 pool_snapshot pool::snapshot() const

@@ -12,6 +12,7 @@
 #include "tokenbouncer/protocol/scram.hpp"
 #include "tokenbouncer/upstream/connector.hpp"
 #include "tokenbouncer/util/crypto.hpp"
+#include "tokenbouncer/util/log.hpp"
 
 namespace tokenbouncer::session {
 
@@ -64,6 +65,8 @@ client_session::client_session(shared_state& state, net::socket_type sock, liste
       server_scanner_(protocol::max_message_length),
       pump_done_(client_.get_executor())
 {
+    if (log::json_enabled())
+        log::remember_route(tag(), where_.ro ? "ro" : "rw");
     error_code ec;
     auto ep = client_.socket().remote_endpoint(ec);
     if (!ec && !where_.unix_socket)
@@ -85,6 +88,8 @@ client_session::client_session(shared_state& state, net::socket_type sock, liste
 
 client_session::~client_session()
 {
+    if (log::json_enabled())
+        log::forget_route(tag());
     if (our_key_.pid != 0)
         state_.cancels.forget(our_key_.pid);
     if (counted_)
@@ -105,8 +110,10 @@ client_info client_session::info() const
     auto it = wanted_.find("application_name");
     if (it != wanted_.end())
         i.application_name = it->second;
-    i.state = server_ ? "active" : "idle";
-    i.server_id = server_ ? server_->id : 0;
+    i.logged_in = logged_in_ && pool_ != nullptr;
+    i.state = server_ ? "active" : waiting_ ? "waiting" : "idle";
+    if (server_)
+        i.server = server_->info("active", id_);
     return i;
 }
 
@@ -305,6 +312,9 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
         co_return false;
     }
 
+    if (database_ == admin_database)
+        co_return co_await admin_login();
+
     const config::route_settings& route = s.route(where_.ro);
     if (database_ != route.database)
     {
@@ -394,6 +404,73 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
     co_return true;
 }
 
+awaitable<bool> client_session::admin_login()
+{
+    const auto& s = *settings_;
+    auto listed = [&](const std::vector<std::string>& users) {
+        return std::find(users.begin(), users.end(), user_) != users.end();
+    };
+    admin_rights_ = listed(s.admin_users);
+    if (!state_.admin || (!admin_rights_ && !listed(s.stats_users)))
+    {
+        spdlog::info("{}: refused: user \"{}\" is in neither admin_users nor stats_users", tag(), user_);
+        co_await send_error(pg_error::fatal(sqlstate::invalid_authorization,
+                                            "user \"" + user_ + "\" may not use the admin console",
+                                            "Add the user to admin_users (every command) or stats_users (SHOW only)."));
+        co_return false;
+    }
+    if (!co_await authenticate_client(user_))
+        co_return false;
+    admin_session_ = true;
+    // What PgBouncer's console reports, so drivers and psql are content.
+    std::string out = protocol::build_auth_ok();
+    for (auto [name, value] : {std::pair{"server_version", "15.0 (tokenbouncer " TOKENBOUNCER_VERSION ")"},
+                               {"server_encoding", "UTF8"}, {"client_encoding", "UTF8"}, {"DateStyle", "ISO, MDY"},
+                               {"TimeZone", "UTC"}, {"standard_conforming_strings", "on"},
+                               {"integer_datetimes", "on"}, {"application_name", ""}})
+        out += protocol::build_parameter_status(name, value);
+    out += protocol::build_backend_key_data(0, 0);
+    out += protocol::build_ready_for_query('I');
+    if (co_await client_.write_all(out))
+        co_return false;
+    spdlog::info("{}: login: user \"{}\" on the admin console from {} ({})", tag(), user_, peer_addr_,
+                 admin_rights_ ? "admin" : "stats");
+    co_return true;
+}
+
+awaitable<void> client_session::admin_loop()
+{
+    net::message_reader reader(client_, static_cast<std::uint32_t>(settings_->max_packet_size));
+    reader.feed(leftover_);
+    leftover_.clear();
+    while (!shutdown_requested_)
+    {
+        auto msg = co_await reader.next();
+        if (!msg)
+        {
+            if (msg.error().code == sqlstate::protocol_violation)
+                co_await send_error(msg.error());
+            co_return;
+        }
+        if (msg->type == fe::terminate)
+            co_return;
+        if (msg->type != fe::query)
+        {
+            co_await send_error(pg_error::fatal(sqlstate::feature_not_supported,
+                                                "the admin console supports only the simple query protocol",
+                                                "Use psql, or send plain queries (no prepared statements)."));
+            co_return;
+        }
+        std::string_view sql = msg->body;
+        if (!sql.empty() && sql.back() == '\0')
+            sql.remove_suffix(1);
+        std::string answer = co_await state_.admin->execute(std::string(sql), admin_rights_);
+        answer += protocol::build_ready_for_query('I');
+        if (co_await client_.write_all(answer))
+            co_return;
+    }
+}
+
 awaitable<void> client_session::run()
 {
     if (where_.watch)
@@ -464,7 +541,10 @@ awaitable<void> client_session::run()
         else if (co_await handle_startup(*pkt))
         {
             logged_in_ = true;
-            co_await relay();
+            if (admin_session_)
+                co_await admin_loop();
+            else
+                co_await relay();
         }
     }
     logged_in_ = true;
@@ -482,9 +562,11 @@ protocol::scan_action client_session::on_client_message(char type)
         return protocol::scan_action::stop_before;
     case fe::query:
     case fe::function_call:
+        note_request();
         ++outstanding_;
         return protocol::scan_action::next;
     case fe::sync:
+        note_request();
         ++outstanding_;
         pending_since_sync_ = false;
         return protocol::scan_action::next;
@@ -554,8 +636,21 @@ protocol::scan_action client_session::on_server_message(char type, std::uint32_t
             --outstanding_;
         auto& c = pool_->counters();
         c.queries.fetch_add(1, std::memory_order_relaxed);
-        if (txn_status_ == 'I')
+        auto now = pool::clock::now();
+        if (outstanding_ == 0)
+        {
+            auto q = std::chrono::duration_cast<std::chrono::microseconds>(now - query_started_);
+            c.query_seconds.observe(q);
+            c.query_time_us.fetch_add(static_cast<std::uint64_t>(q.count()), std::memory_order_relaxed);
+        }
+        if (txn_status_ == 'I' && in_xact_)
+        {
+            in_xact_ = false;
+            auto x = std::chrono::duration_cast<std::chrono::microseconds>(now - xact_started_);
             c.xacts.fetch_add(1, std::memory_order_relaxed);
+            c.xact_seconds.observe(x);
+            c.xact_time_us.fetch_add(static_cast<std::uint64_t>(x.count()), std::memory_order_relaxed);
+        }
         if (transaction_mode_ && txn_status_ == 'I' && outstanding_ == 0 && !pending_since_sync_ &&
             (!tracking_ || queue_.idle()))
         {
@@ -581,6 +676,18 @@ protocol::scan_action client_session::on_server_message(char type, std::uint32_t
     }
 }
 
+void client_session::note_request()
+{
+    if (outstanding_ > 0)
+        return;
+    query_started_ = pool::clock::now();
+    if (!in_xact_)
+    {
+        in_xact_ = true;
+        xact_started_ = query_started_;
+    }
+}
+
 bool client_session::server_clean() const
 {
     return server_ && !server_failed_ && outstanding_ == 0 && !pending_since_sync_ && txn_status_ == 'I' &&
@@ -592,7 +699,9 @@ awaitable<bool> client_session::link_server()
 {
     // A previous pump may still be writing its last bytes to the client.
     co_await wait_for_pump();
+    waiting_ = true;
     auto s = co_await pool_->acquire(params_, tag());
+    waiting_ = false;
     if (!s)
     {
         spdlog::info("{}: no server connection: {}", tag(), s.error().to_string());

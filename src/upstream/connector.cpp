@@ -4,6 +4,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <spdlog/spdlog.h>
 
+#include "tokenbouncer/util/log.hpp"
+
 #include <stdexcept>
 
 #include "tokenbouncer/net/message_io.hpp"
@@ -231,6 +233,8 @@ awaitable<connect_result> login_once(std::shared_ptr<const target> t, protocol::
     auto conn = std::make_unique<pool::server_conn>();
     conn->id = pool::next_server_id();
     conn->target = t;
+    if (log::json_enabled())
+        log::remember_route(conn->tag(), t->settings.name);
     conn->stream = std::make_unique<net::stream>(net::socket_type(std::move(*sock)));
     net::stream& st = *conn->stream;
 

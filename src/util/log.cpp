@@ -3,13 +3,30 @@
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 namespace tokenbouncer::log {
 
 namespace {
+
+std::atomic<bool> json_on{false};
+thread_local const scoped_fields* current_fields = nullptr;
+
+struct route_registry
+{
+    std::mutex mu;
+    std::unordered_map<std::string, std::string> routes;
+};
+route_registry& registry()
+{
+    static route_registry r;
+    return r;
+}
 
 spdlog::level::level_enum parse_level(std::string_view level)
 {
@@ -85,14 +102,40 @@ public:
         }
         dest.append(std::string_view("{\"time\":\""));
         dest.append(std::string_view(ts));
+        std::string route;
+        if (!conn.empty())
+        {
+            auto& r = registry();
+            std::lock_guard lock(r.mu);
+            if (auto it = r.routes.find(std::string(conn)); it != r.routes.end())
+                route = it->second;
+        }
+        else if (text.size() > 4 && (text.substr(0, 4) == "rw: " || text.substr(0, 4) == "ro: "))
+        {
+            route = std::string(text.substr(0, 2));
+            text.remove_prefix(4);
+        }
         dest.append(std::string_view("\",\"level\":"));
         auto lvl = spdlog::level::to_string_view(msg.level);
         append_json_string(dest, std::string_view(lvl.data(), lvl.size()));
         if (!conn.empty())
         {
-            dest.append(std::string_view(",\"connection\":"));
+            dest.append(std::string_view(",\"conn\":"));
             append_json_string(dest, conn);
         }
+        if (!route.empty())
+        {
+            dest.append(std::string_view(",\"route\":"));
+            append_json_string(dest, route);
+        }
+        for (const auto* f = current_fields; f; f = f->outer())
+            for (const auto& [k, v] : f->fields())
+            {
+                dest.push_back(',');
+                append_json_string(dest, k);
+                dest.push_back(':');
+                append_json_string(dest, v);
+            }
         dest.append(std::string_view(",\"message\":"));
         append_json_string(dest, text);
         dest.append(std::string_view("}\n"));
@@ -103,8 +146,37 @@ public:
 
 }  // namespace
 
+bool json_enabled() noexcept { return json_on.load(std::memory_order_relaxed); }
+
+void remember_route(const std::string& conn, std::string_view route)
+{
+    if (!json_enabled())
+        return;
+    auto& r = registry();
+    std::lock_guard lock(r.mu);
+    r.routes[conn] = std::string(route);
+}
+
+void forget_route(const std::string& conn)
+{
+    if (!json_enabled())
+        return;
+    auto& r = registry();
+    std::lock_guard lock(r.mu);
+    r.routes.erase(conn);
+}
+
+scoped_fields::scoped_fields(std::initializer_list<std::pair<std::string_view, std::string>> fields)
+    : fields_(fields), outer_(current_fields)
+{
+    current_fields = this;
+}
+
+scoped_fields::~scoped_fields() { current_fields = outer_; }
+
 void init(std::string_view level, bool json)
 {
+    json_on = json;
     auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
     auto logger = std::make_shared<spdlog::logger>("tokenbouncer", sink);
     if (json)

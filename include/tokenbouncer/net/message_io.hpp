@@ -21,6 +21,9 @@ public:
     // peer goes away, 08P01 when a length is impossible.
     awaitable<pg_result<protocol::message_view>> next();
 
+    // Bytes already read from the stream by someone else, to be parsed first.
+    void feed(std::string_view bytes) { buf_.append(bytes); }
+
     // Bytes read past the last message returned (the relay takes them over).
     std::string take_leftover();
 

@@ -27,6 +27,7 @@
 #include "tokenbouncer/pool/server_conn.hpp"
 #include "tokenbouncer/upstream/target.hpp"
 #include "tokenbouncer/util/async_slot.hpp"
+#include "tokenbouncer/util/histogram.hpp"
 #include "tokenbouncer/util/pg_error.hpp"
 
 namespace tokenbouncer::pool {
@@ -66,6 +67,17 @@ struct pool_counters
     std::atomic<std::uint64_t> login_failures{0};
     std::atomic<std::uint64_t> client_logins{0};
     std::atomic<std::uint64_t> wait_timeouts{0};
+    histogram xact_seconds;
+    histogram query_seconds;
+    histogram wait_seconds;
+
+    // A client waited `waited` for a server and got one.
+    void assigned(std::chrono::microseconds waited) noexcept
+    {
+        server_assignments.fetch_add(1, std::memory_order_relaxed);
+        wait_time_us.fetch_add(static_cast<std::uint64_t>(waited.count()), std::memory_order_relaxed);
+        wait_seconds.observe(waited);
+    }
 };
 
 // A point-in-time view for SHOW POOLS and /metrics.
@@ -127,6 +139,7 @@ public:
     void close_all(const pg_error& why);
 
     pool_snapshot snapshot() const;
+    std::vector<server_info> idle_servers() const;
     pool_counters& counters() noexcept { return counters_; }
     std::shared_ptr<const upstream::target> target() const;
     pool_limits limits() const;

@@ -17,6 +17,24 @@ namespace tokenbouncer::pool {
 
 using clock = std::chrono::steady_clock;
 
+// What SHOW SERVERS shows of a server connection.
+struct server_info
+{
+    std::uint64_t id = 0;
+    std::string route;  // "rw" or "ro"
+    std::string host;
+    int port = 0;
+    std::string user;
+    std::string database;
+    std::string state;  // idle, active
+    std::chrono::system_clock::time_point connect_time;
+    std::uint32_t remote_pid = 0;
+    bool tls = false;
+    std::string application_name;
+    std::size_t prepared_statements = 0;
+    std::uint64_t client_id = 0;  // the client it serves, 0 when idle
+};
+
 struct server_conn
 {
     std::uint64_t id = 0;
@@ -27,12 +45,20 @@ struct server_conn
     std::shared_ptr<const upstream::target> target;
     clock::time_point created = clock::now();
     clock::time_point idle_since = clock::now();
+    std::chrono::system_clock::time_point connected_at = std::chrono::system_clock::now();
     std::string credential_label;  // "token 1a2b3c4d" or "pg_password": what it logged in with (for logs)
 
     // Transaction mode: the prepared statements this connection holds (tokenbouncer's names).
     protocol::server_statements statements;
 
+    server_conn() = default;
+    ~server_conn();
+    server_conn(const server_conn&) = delete;
+    server_conn& operator=(const server_conn&) = delete;
+
     std::string tag() const { return "s" + std::to_string(id); }
+    // Call where the connection may be read: on its thread, or idle under the pool's lock.
+    server_info info(std::string_view state, std::uint64_t client_id) const;
     // Sends Terminate and closes, never waiting. Call on the thread that owns the stream.
     void terminate() noexcept;
     // Updates params from a ParameterStatus body; returns the canonical tracked name if tracked.

@@ -73,7 +73,8 @@ struct client_info
     bool tls = false;
     std::string application_name;
     std::chrono::system_clock::time_point connect_time;
-    std::uint64_t server_id = 0;
+    bool logged_in = false;
+    std::optional<pool::server_info> server;  // the server it is linked to
 };
 
 class client_session : public std::enable_shared_from_this<client_session>
@@ -109,6 +110,9 @@ private:
     awaitable<bool> authenticate_client(const std::string& user);
     awaitable<void> handle_cancel(std::uint32_t pid, std::uint32_t key);
     awaitable<void> send_error(const pg_error& e);
+    // The admin console (database "tokenbouncer"): login, then simple queries answered by state_.admin.
+    awaitable<bool> admin_login();
+    awaitable<void> admin_loop();
 
     // --- relay ---
     awaitable<void> relay();
@@ -117,6 +121,7 @@ private:
     awaitable<void> wait_for_pump();
     awaitable<void> unlink_at_end();
     bool server_clean() const;
+    void note_request();  // a Query/Sync/FunctionCall goes out: start the query and transaction clocks
     protocol::scan_action on_client_message(char type);
     protocol::scan_action on_server_message(char type, std::uint32_t total, std::string_view bytes);
     // Transaction mode: how the bytes of a chunk are changed on their way (see statements.hpp).
@@ -150,6 +155,9 @@ private:
     std::string leftover_;  // client bytes read past the startup packet
     bool logged_in_ = false;
     bool login_timed_out_ = false;
+    bool waiting_ = false;  // in the pool's queue for a server
+    bool admin_session_ = false;  // on the admin console
+    bool admin_rights_ = false;   // in admin_users (else stats_users)
 
     // Relay state
     std::unique_ptr<pool::server_conn> server_;
@@ -160,6 +168,9 @@ private:
     int outstanding_ = 0;            // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen
     bool pending_since_sync_ = false;  // extended-protocol messages sent after the last Sync
     char txn_status_ = 'I';
+    bool in_xact_ = false;  // a transaction (or a lone query) is running, since xact_started_
+    pool::clock::time_point query_started_{};
+    pool::clock::time_point xact_started_{};
     bool client_terminated_ = false;
     bool release_after_pump_ = false;
     bool pump_running_ = false;

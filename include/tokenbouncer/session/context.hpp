@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "tokenbouncer/config/settings.hpp"
 #include "tokenbouncer/net/asio.hpp"
@@ -50,6 +51,18 @@ struct listener_info
     asio::generic::stream_protocol protocol{AF_INET, IPPROTO_TCP};
 };
 
+// The admin console (admin/console.hpp): the virtual database "tokenbouncer", answered by the app.
+class admin_handler
+{
+public:
+    virtual ~admin_handler() = default;
+    // Answers the SQL of one Query message with the messages up to, not including, ReadyForQuery.
+    // `admin`: the user is in admin_users (else stats_users: SHOW only).
+    virtual awaitable<std::string> execute(std::string sql, bool admin) = 0;
+};
+
+inline constexpr std::string_view admin_database = "tokenbouncer";
+
 // Users of auth_file: name -> SCRAM verifier or clear-text password (as PgBouncer's auth_file).
 using auth_users = std::map<std::string, std::string, std::less<>>;
 
@@ -66,6 +79,7 @@ struct shared_state
     pool::pool* route_pool(bool ro) const { return ro ? ro_pool.get() : rw_pool.get(); }
 
     cancel_registry cancels;
+    std::shared_ptr<admin_handler> admin;  // set before the listeners open
 
     // Clients connected (logged in or logging in), for max_client_conn and SHOW/metrics.
     std::atomic<int> clients{0};
