@@ -6,6 +6,7 @@
 
 #include "tokenbouncer/app/app.hpp"
 #include "tokenbouncer/config/loader.hpp"
+#include "tokenbouncer/config/reference.hpp"
 #include "tokenbouncer/util/log.hpp"
 
 namespace {
@@ -49,6 +50,13 @@ int main(int argc, char** argv)
         if (a == "-V" || a == "--version")
         {
             std::printf("tokenbouncer %s\n", TOKENBOUNCER_VERSION);
+            return 0;
+        }
+        // Hidden: prints the example configuration or the key reference (scripts/gen-docs.sh).
+        if (a == "--print-keys=conf" || a == "--print-keys=markdown")
+        {
+            std::fputs((a == "--print-keys=conf" ? config::reference_conf() : config::reference_markdown()).c_str(),
+                       stdout);
             return 0;
         }
         if (a == "--check")
