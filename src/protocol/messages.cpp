@@ -109,9 +109,11 @@ pg_result<error_fields> parse_error_fields(std::string_view body)
 
 pg_error to_pg_error(const error_fields& fields)
 {
+    // An empty field counts as missing: an error without severity or message would reach the
+    // client as one (found by fuzzing).
     auto get = [&](char c, const char* fallback) {
         auto it = fields.find(c);
-        return it != fields.end() ? it->second : std::string(fallback);
+        return it != fields.end() && !it->second.empty() ? it->second : std::string(fallback);
     };
     pg_error e;
     // 'V' is the non-localized severity (9.6+); 'S' may be translated.
