@@ -21,7 +21,8 @@ environment variable TOKENBOUNCER_<KEY IN UPPER CASE>, which wins over the file.
 Without CONFIG_FILE the configuration comes from the environment only.
 
 Options:
-  --check        check the configuration, print every problem, exit 0 (fine) or 1
+  --check        check the configuration, print every problem, exit 0 (fine) or 1;
+                 with -v also every key's value in effect (secrets as ***)
   -v             debug logging
   -vv, --vv      trace logging (every credential attempt, every server login)
   -V, --version  print the version
@@ -84,6 +85,9 @@ int main(int argc, char** argv)
     {
         for (const auto& p : cfg.problems)
             std::cout << p.to_string() << "\n";
+        if (opts.verbosity > 0)
+            for (const auto& e : config::effective_config(cfg.raw))
+                std::cout << e.key << " = " << e.value << "    # " << e.source << "\n";
         if (cfg.ok())
             std::cout << "configuration OK" << (opts.config_path.empty() ? "" : ": " + opts.config_path) << "\n";
         return cfg.ok() ? 0 : 1;

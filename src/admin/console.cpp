@@ -459,24 +459,8 @@ std::string console::show_databases(const connections& conns) const
 std::string console::show_config() const
 {
     result_set r({{"key"}, {"value"}, {"default"}, {"changeable"}, {"source"}});
-    auto raw = hooks_.raw_config();
-    for (const auto& k : config::key_table())
-    {
-        if (k.status != config::key_status::supported)
-            continue;
-        auto it = raw.find(k.name);
-        std::string value = it != raw.end() ? it->second.value : std::string(k.default_value);
-        std::string source = it != raw.end() ? it->second.where : "default";
-        if (it == raw.end())
-            if (auto from = config::inherited_from(k.name))
-                if (auto p = raw.find(*from); p != raw.end())
-                {
-                    value = p->second.value;
-                    source = "inherited from " + *from;
-                }
-        r.add_row({std::string(k.name), config::display_value(k, value), config::display_value(k, k.default_value),
-                   std::string(k.reloadable ? "yes" : "no"), source});
-    }
+    for (auto& e : config::effective_config(hooks_.raw_config()))
+        r.add_row({e.key, e.value, e.default_value, std::string(e.reloadable ? "yes" : "no"), e.source});
     return r.encode();
 }
 

@@ -564,6 +564,34 @@ std::vector<std::string> process_environment()
     return out;
 }
 
+std::vector<effective_entry> effective_config(const raw_config& raw)
+{
+    std::vector<effective_entry> out;
+    for (const auto& k : key_table())
+    {
+        if (k.status != key_status::supported)
+            continue;
+        effective_entry e{std::string(k.name), std::string(k.default_value), display_value(k, k.default_value),
+                          k.reloadable, "default"};
+        if (auto it = raw.find(k.name); it != raw.end())
+        {
+            e.value = it->second.value;
+            e.source = it->second.where;
+        }
+        else if (auto from = inherited_from(k.name))
+        {
+            if (auto p = raw.find(*from); p != raw.end())
+            {
+                e.value = p->second.value;
+                e.source = "inherited from " + *from;
+            }
+        }
+        e.value = display_value(k, e.value);
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
 std::string display_value(const key_info& key, std::string_view value)
 {
     if (key.type == key_type::secret && !value.empty())

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -83,6 +85,13 @@ client_session::client_session(shared_state& state, net::socket_type sock, liste
     else if (where_.unix_socket)
     {
         peer_addr_ = "unix";
+        struct ucred cred{};
+        socklen_t len = sizeof cred;
+        if (::getsockopt(client_.socket().native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+        {
+            peer_uid_ = cred.uid;
+            peer_addr_ = "unix:uid=" + std::to_string(cred.uid);
+        }
     }
 }
 
@@ -235,36 +244,60 @@ awaitable<bool> client_session::authenticate_client(const std::string& user)
     if (co_await client_.write_all(protocol::build_auth_request(protocol::auth_code::sasl, mechs)))
         co_return false;
 
-    auto fail = [&](const std::string& why) -> awaitable<bool> {
-        spdlog::info("{}: authentication of user \"{}\" failed: {}", tag(), user, why);
-        co_await send_error(pg_error::fatal(sqlstate::invalid_password,
-                                            "password authentication failed for user \"" + user + "\""));
-        co_return false;
-    };
+    // No coroutine lambda for the failure path: GCC 12 frees temporaries passed into one twice.
+    std::string why;
     net::message_reader reader(client_, 64 * 1024);
-    auto first = co_await reader.next();
-    if (!first || first->type != fe::password)
-        co_return co_await fail("no SASLInitialResponse");
-    protocol::reader r(first->body);
-    auto mech = r.cstring();
-    auto len = r.i32();
-    if (!mech || *mech != protocol::scram_sha_256 || !len || *len < 0 || static_cast<std::size_t>(*len) != r.remaining())
-        co_return co_await fail("malformed SASLInitialResponse");
-    protocol::scram_server scram(std::move(*verifier));
-    std::string reply, err;
-    if (!scram.handle_client_first(r.rest(), reply, err))
-        co_return co_await fail(err);
-    if (co_await client_.write_all(protocol::build_auth_request(protocol::auth_code::sasl_continue, reply)))
-        co_return false;
-    auto final_msg = co_await reader.next();
-    if (!final_msg || final_msg->type != fe::password)
-        co_return co_await fail("no SASLResponse");
-    if (!scram.handle_client_final(final_msg->body, reply, err) || !known)
-        co_return co_await fail(known ? err : "no such user in auth_file");
-    if (co_await client_.write_all(protocol::build_auth_request(protocol::auth_code::sasl_final, reply)))
-        co_return false;
-    leftover_ += reader.take_leftover();
-    co_return true;
+    do
+    {
+        auto first = co_await reader.next();
+        if (!first || first->type != fe::password)
+        {
+            why = "no SASLInitialResponse";
+            break;
+        }
+        protocol::reader r(first->body);
+        auto mech = r.cstring();
+        auto len = r.i32();
+        if (!mech || *mech != protocol::scram_sha_256 || !len || *len < 0 ||
+            static_cast<std::size_t>(*len) != r.remaining())
+        {
+            why = "malformed SASLInitialResponse";
+            break;
+        }
+        protocol::scram_server scram(std::move(*verifier));
+        std::string reply, err;
+        if (!scram.handle_client_first(r.rest(), reply, err))
+        {
+            why = err;
+            break;
+        }
+        if (co_await client_.write_all(protocol::build_auth_request(protocol::auth_code::sasl_continue, reply)))
+            co_return false;
+        auto final_msg = co_await reader.next();
+        if (!final_msg || final_msg->type != fe::password)
+        {
+            why = "no SASLResponse";
+            break;
+        }
+        if (!scram.handle_client_final(final_msg->body, reply, err))
+        {
+            why = err;
+            break;
+        }
+        if (!known)
+        {
+            why = "no such user in auth_file";
+            break;
+        }
+        if (co_await client_.write_all(protocol::build_auth_request(protocol::auth_code::sasl_final, reply)))
+            co_return false;
+        leftover_ += reader.take_leftover();
+        co_return true;
+    } while (false);
+    spdlog::info("{}: authentication of user \"{}\" failed: {}", tag(), user, why);
+    pg_error e = pg_error::fatal(sqlstate::invalid_password, "password authentication failed for user \"" + user + "\"");
+    co_await send_error(e);
+    co_return false;
 }
 
 awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
@@ -292,6 +325,17 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
     if (state_.shutting_down.load())
     {
         co_await send_error(pg_error::fatal(sqlstate::cannot_connect_now, "tokenbouncer is shutting down"));
+        co_return false;
+    }
+    if (where_.unix_socket && !s.allowed_peer_uids.empty() &&
+        (!peer_uid_ || std::find(s.allowed_peer_uids.begin(), s.allowed_peer_uids.end(), *peer_uid_) ==
+                           s.allowed_peer_uids.end()))
+    {
+        std::string who = peer_uid_ ? "user ID " + std::to_string(*peer_uid_) : std::string("an unknown user ID");
+        spdlog::warn("{}: refused: unix socket peer with {} is not in allowed_peer_uids", tag(), who);
+        co_await send_error(pg_error::fatal(sqlstate::invalid_authorization,
+                                            "connections from " + who + " are not allowed on this unix socket",
+                                            "Add the user ID to allowed_peer_uids, or connect as an allowed user."));
         co_return false;
     }
 

@@ -67,6 +67,18 @@ std::vector<std::string> process_environment();
 // A value as it may be shown (SHOW CONFIG, --check): secrets become "***".
 std::string display_value(const key_info& key, std::string_view value);
 
+// Every supported key with the value in effect and where it came from, secrets as "***"
+// (SHOW CONFIG, --check -v).
+struct effective_entry
+{
+    std::string key;
+    std::string value;
+    std::string default_value;
+    bool reloadable = false;
+    std::string source;  // "line 12", "TOKENBOUNCER_PG_PORT", "default", "inherited from pg_host"
+};
+std::vector<effective_entry> effective_config(const raw_config& raw);
+
 // "15" -> 15 s, "500ms", "2.5s", "10min", "1h"; nullopt when malformed.
 std::optional<duration> parse_duration(std::string_view text);
 std::optional<bool> parse_bool(std::string_view text);

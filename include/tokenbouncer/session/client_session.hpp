@@ -142,6 +142,7 @@ private:
     std::chrono::system_clock::time_point connected_at_ = std::chrono::system_clock::now();
     std::string peer_addr_;
     int peer_port_ = 0;
+    std::optional<std::uint32_t> peer_uid_;  // unix sockets: SO_PEERCRED
     bool counted_ = false;  // counts in state_.clients
 
     // Login
