@@ -489,7 +489,7 @@ def test_token_service_429_then_recovery_before_first_use(tokenbouncer, azure):
     """429 with Retry-After while the token is unusable (clients fail quickly with the reason), then
     the service recovers: the clients that come after succeed."""
     azure.clear_misbehaviour()
-    azure.token_lifetime = 4  # refreshed at 2 s, unusable from 3 s
+    azure.token_lifetime = 4  # refreshed at 2 s; unusable from somewhere in [expires - 1, expires - 0.75)
     tb = tokenbouncer({"pg_azure_auth": "on", "pg_azure_client_id": MI, "azure_imds_endpoint": azure.imds_endpoint,
                        "pg_password": None, "pg_user": "az_role", "azure_request_timeout": 1,
                        "server_lifetime": 0.5, "server_idle_timeout": 0.5, "server_login_retry": 0})
@@ -497,7 +497,7 @@ def test_token_service_429_then_recovery_before_first_use(tokenbouncer, azure):
     azure.misbehave("imds", "status", count=None, code=429, body={"error": "too_many_requests"},
                     headers={"Retry-After": "1"})
     try:
-        wait_until(lambda: time.time() > expires - 0.9, 10, what="the token to become unusable")
+        wait_until(lambda: time.time() > expires - 0.7, 10, what="the token to become unusable")
         errors = []
         for _ in range(5):
             t0 = time.monotonic()
