@@ -307,7 +307,8 @@ bool application::open_listeners(std::string& error)
                 return false;
             for (auto& w : workers_)
             {
-                auto l = net::listener::open_tcp(w->ctx, addr, r->listen_port, true, error);
+                auto l = net::listener::open_tcp(w->ctx, addr, r->listen_port, true, error,
+                                                 static_cast<int>((s.client_login_timeout.count() + 999) / 1000));
                 if (!l)
                     return false;
                 session::listener_info info{ro, false, l->is_loopback(), &w->watch, l->protocol()};

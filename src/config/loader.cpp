@@ -426,7 +426,9 @@ load_result build_settings(raw_config raw, std::vector<problem> problems)
     s.server_check_query = e.str("server_check_query");
     s.server_check_delay = e.dur("server_check_delay");
     s.max_prepared_statements = static_cast<int>(e.integer("max_prepared_statements", 200));
-    s.max_packet_size = static_cast<std::uint32_t>(e.integer("max_packet_size", 0x7fffffff));
+    // PostgreSQL drops a client message longer than 0x3ffffffe (PQ_LARGE_MESSAGE_LIMIT) without an
+    // answer; refusing it here gives the client 08P01 instead of a lost server connection.
+    s.max_packet_size = static_cast<std::uint32_t>(std::min<long long>(e.integer("max_packet_size", 0x3ffffffe), 0x3ffffffe));
     s.azure_cloud = e.str("azure_cloud");
     s.azure_authority_host = e.str("azure_authority_host");
     s.azure_imds_endpoint = e.str("azure_imds_endpoint");

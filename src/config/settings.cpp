@@ -133,8 +133,9 @@ const key_info global_keys[] = {
      "Idle time after which a server connection is tested before use."},
     {"max_prepared_statements", key_type::integer, "200", {}, 0, 100000, true,
      "Protocol-level prepared statements tracked per server connection in transaction mode; 0: off."},
-    {"max_packet_size", key_type::integer, "2147483647", {}, 1024, 2147483647, true,
-     "Largest protocol message accepted from a client or server, in bytes."},
+    {"max_packet_size", key_type::integer, "1073741822", {}, 1024, 2147483647, true,
+     "Largest protocol message accepted from a client, in bytes; at most PostgreSQL's own limit (1073741822), "
+     "which larger values mean."},
     // Azure
     {"azure_cloud", key_type::choice, "AzurePublicCloud", "AzurePublicCloud|AzureUSGovernment|AzureChinaCloud", 0, 0,
      false, "Sets the authority host and the Postgres token scope of that cloud."},

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace tokenbouncer::net {
 
 namespace {
@@ -45,7 +47,7 @@ bool listener::probe_tcp(const std::string& address, std::uint16_t port, std::st
 }
 
 std::unique_ptr<listener> listener::open_tcp(asio::io_context& ctx, const std::string& address, std::uint16_t port,
-                                             bool reuse_port, std::string& error)
+                                             bool reuse_port, std::string& error, int defer_accept_seconds)
 {
     using tcp = asio::ip::tcp;
     auto l = std::unique_ptr<listener>(new listener);
@@ -73,8 +75,10 @@ std::unique_ptr<listener> listener::open_tcp(asio::io_context& ctx, const std::s
     if (!ec)
     {
         // Wake up accept only when the client has sent its first packet (as PgBouncer does): a
-        // connection that sends nothing costs nothing, and the first read finds its data.
-        int seconds = 45;
+        // connection that sends nothing costs nothing, and the first read finds its data. Not
+        // longer than the login timeout: after it the kernel hands the silent connection over
+        // and the session closes it (otherwise it would stay open, to its client, for 45 s+).
+        int seconds = std::clamp(defer_accept_seconds, 1, 45);
         ::setsockopt(l->tcp_->native_handle(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds);
     }
     if (!ec)

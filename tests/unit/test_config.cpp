@@ -500,7 +500,10 @@ TEST_CASE("build_settings: defaults", "[config][defaults]")
     CHECK(s.server_check_query.empty());
     CHECK(s.server_check_delay == 30s);
     CHECK(s.max_prepared_statements == 200);
-    CHECK(s.max_packet_size == 0x7fffffffu);
+    CHECK(s.max_packet_size == 0x3ffffffeu);
+    // PgBouncer's default value is accepted, and means PostgreSQL's own limit.
+    CHECK(build(std::string(base) + "max_packet_size = 2147483647\n").values.max_packet_size == 0x3ffffffeu);
+    CHECK(build(std::string(base) + "max_packet_size = 65536\n").values.max_packet_size == 65536u);
     CHECK(s.azure_cloud == "AzurePublicCloud");
     CHECK(s.azure_imds_endpoint == "http://169.254.169.254/metadata/identity/oauth2/token");
     CHECK(s.azure_request_timeout == 10s);

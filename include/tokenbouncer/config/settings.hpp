@@ -122,7 +122,7 @@ struct settings
     std::string server_check_query = "";
     duration server_check_delay{30 * 1000};
     int max_prepared_statements = 200;
-    std::uint32_t max_packet_size = 0x7fffffff;
+    std::uint32_t max_packet_size = 0x3ffffffe;  // PostgreSQL drops longer messages without an error
 
     // Azure (shared by both routes)
     std::string azure_cloud = "AzurePublicCloud";

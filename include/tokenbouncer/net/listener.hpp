@@ -16,9 +16,10 @@ class listener
 public:
     // Binds and listens; returns null with `error` set (address in use, permission denied, ...).
     // reuse_port: SO_REUSEPORT, so each worker thread can have its own listening socket on the
-    // same port and the kernel spreads connections over them.
+    // same port and the kernel spreads connections over them. defer_accept_seconds: how long the
+    // kernel keeps a connection that has sent nothing before handing it over (TCP_DEFER_ACCEPT).
     static std::unique_ptr<listener> open_tcp(asio::io_context& ctx, const std::string& address, std::uint16_t port,
-                                              bool reuse_port, std::string& error);
+                                              bool reuse_port, std::string& error, int defer_accept_seconds = 45);
     // Fails (with `error`) when something already listens on the address and port; SO_REUSEPORT
     // would otherwise let two tokenbouncers share a port silently.
     static bool probe_tcp(const std::string& address, std::uint16_t port, std::string& error);

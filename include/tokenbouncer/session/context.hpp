@@ -37,6 +37,7 @@ public:
 private:
     void arm();
     std::deque<std::pair<std::chrono::steady_clock::time_point, std::weak_ptr<client_session>>> entries_;
+    std::size_t sweep_at_ = 64;  // entries_.size() at which ended sessions are swept out
     asio::steady_timer timer_;
     bool armed_ = false;
 };
