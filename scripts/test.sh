@@ -28,8 +28,10 @@ ctest --test-dir build --output-on-failure -j "$((jobs + 1))"
 [ "$quick" = 1 ] && exit 0
 
 phase "sanitizer build (ASan + UBSan) and tests"
+# Warnings are enforced by the release build; GCC 12 gives false ones (-Wmaybe-uninitialized,
+# -Wmismatched-new-delete in Boost's coroutine frames) when sanitizers are on.
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTOKENBOUNCER_SANITIZE=ON \
-      -DTOKENBOUNCER_WARNINGS_AS_ERRORS=ON
+      -DTOKENBOUNCER_WARNINGS_AS_ERRORS=OFF
 cmake --build build-asan -j "$jobs"
 # Reports go to files as well as failing the process (-fno-sanitize-recover): a report in a
 # tokenbouncer that a test only stops at the end would otherwise go unseen.
