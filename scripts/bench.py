@@ -7,6 +7,7 @@ Proxy CPU is utime+stime of the proxy process (from /proc) divided by the transa
 
 import argparse
 import os
+import resource
 import pwd
 import re
 import shutil
@@ -148,28 +149,32 @@ def ratio_line(summary, a, b, what="tps"):
     return None
 
 
-def idle_clients_rss(port, pid, n):
-    """Opens n idle logged-in clients; returns the RSS growth in KiB."""
+def idle_clients_rss(port, pid, n, batch=200):
+    """Opens n idle logged-in clients, `batch` at a time (a burst of thousands of connects would
+    measure the listen backlog, not memory); returns (RSS at rest, growth) in KiB."""
     base = rss_kib(pid)
     socks = []
     body = (3 << 16).to_bytes(4, "big") + b"user\0kong\0database\0appdb\0\0"
     packet = (len(body) + 4).to_bytes(4, "big") + body
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(packet)
-        socks.append(s)
-    for s in socks:
-        got = b""
-        s.settimeout(30)
-        while b"Z\0\0\0\x05I" not in got:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-    time.sleep(0.5)
-    grown = rss_kib(pid) - base
-    for s in socks:
-        s.close()
+    try:
+        for start in range(0, n, batch):
+            group = []
+            for _ in range(min(batch, n - start)):
+                s = socket.create_connection(("127.0.0.1", port), timeout=30)
+                s.sendall(packet)
+                group.append(s)
+            for s in group:
+                got = b""
+                while b"Z\0\0\0\x05I" not in got:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise RuntimeError(f"a client was closed during login (after {len(socks)} clients)")
+                    got += chunk
+            socks.extend(group)
+        grown = rss_kib(pid) - base
+    finally:
+        for s in socks:
+            s.close()
     return base, grown
 
 
@@ -180,6 +185,9 @@ def main():
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--only", default="", help="comma-separated scenarios: select,connect,txn200,prepared,memory")
     opts = ap.parse_args()
+    # 5,000 idle clients need more descriptors than the usual 1024 (the proxies inherit this).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     only = set(filter(None, opts.only.split(",")))
 
     def wanted(name):

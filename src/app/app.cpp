@@ -1,5 +1,6 @@
 #include "tokenbouncer/app/app.hpp"
 
+#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -520,10 +521,20 @@ awaitable<void> application::housekeeping_loop()
     asio::steady_timer t(control_);
     auto watchdog = sd::watchdog_interval();
     auto last_ping = std::chrono::steady_clock::now();
+    int client_peak = 0;
     while (!stopping_)
     {
         t.expires_after(std::chrono::milliseconds(250));
         co_await t.async_wait(use_nothrow);
+        // After a crowd of clients has left, give their memory back to the system: glibc keeps
+        // freed memory in its arenas, so the resident size would stay at the peak.
+        int clients = state_.clients.load(std::memory_order_relaxed);
+        client_peak = std::max(client_peak, clients);
+        if (client_peak - clients >= 1000 && clients < client_peak / 2)
+        {
+            ::malloc_trim(0);
+            client_peak = clients;
+        }
         state_.rw_pool->housekeeping();
         if (state_.ro_pool)
             state_.ro_pool->housekeeping();

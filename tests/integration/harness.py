@@ -28,6 +28,19 @@ def binary():
     return path
 
 
+_sanitized = None
+
+
+def sanitized():
+    """True for an AddressSanitizer build: its memory figures are not tokenbouncer's own (shadow
+    memory, quarantine), so tests that measure memory only check behaviour then."""
+    global _sanitized
+    if _sanitized is None:
+        out = subprocess.run(["ldd", binary()], capture_output=True, text=True).stdout
+        _sanitized = "libasan" in out
+    return _sanitized
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

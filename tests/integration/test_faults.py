@@ -17,7 +17,7 @@ import time
 import psycopg
 import pytest
 
-from harness import error_fields, first_error, free_port, raw_login, read_message
+from harness import error_fields, first_error, free_port, raw_login, read_message, sanitized
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_azure"))
 from fake_azure import FakeAzure, pg_role_syncer  # noqa: E402
@@ -649,13 +649,16 @@ def test_ten_thousand_idle_clients(tokenbouncer, pg, capsys):
     report(capsys, f"10k idle clients: logins took {took1:.1f} s / {took2:.1f} s; RSS baseline {baseline} KiB, "
                    f"round 1 peak {peak1} KiB ({per_client:.0f} bytes per idle client), after {after1} KiB; "
                    f"round 2 peak {peak2} KiB, after {after2} KiB")
+    if sanitized():
+        return  # ASan's shadow memory and quarantine are not tokenbouncer's
     assert per_client < 16384, per_client
     assert peak2 <= peak1 + 3072, f"round 2 grew RSS from {peak1} to {peak2} KiB: memory of round 1 is kept"
     assert_serves(tb)
 
 
-@pytest.mark.xfail(strict=True, reason="memory freed by 10,000 closed idle clients stays in glibc's arenas "
-                   "(RSS stays at the peak; a malloc_trim(0) returns only about half of it)")
+@pytest.mark.xfail(strict=True, reason="after 10,000 idle clients leave, tokenbouncer's malloc_trim returns "
+                   "about 40% of the growth (104 -> 65 MB, baseline 12 MB); the rest stays in the process "
+                   "and is reused by the next clients (see test_ten_thousand_idle_clients)")
 def test_memory_returns_after_idle_clients_leave(tokenbouncer, pg, capsys):
     n = 10000
     raise_nofile(30000, n + 1000)
@@ -819,4 +822,5 @@ def test_memory_after_repeated_faults(tokenbouncer, pg, capsys):
     assert_serves(tb)
     after = tb.rss_kib()
     report(capsys, f"memory after 300 rounds of faults: baseline {baseline} KiB, after {after} KiB")
-    assert after <= baseline + 4096, (baseline, after)
+    if not sanitized():  # ASan's quarantine holds freed memory on purpose
+        assert after <= baseline + 4096, (baseline, after)

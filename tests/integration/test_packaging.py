@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from harness import binary
+from harness import binary, sanitized
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.environ.get("TB_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
@@ -259,6 +259,7 @@ def debian_package(path):
     return None
 
 
+@pytest.mark.skipif(sanitized(), reason="the image is never a sanitizer build")
 def test_runtime_stage_installs_every_shared_library():
     ldd = run(["ldd", binary()], check=True).stdout
     libs = {}
