@@ -71,7 +71,10 @@ log_disconnections = 0
 """)
         for name in os.listdir(self.dir):
             os.chown(os.path.join(self.dir, name), pw.pw_uid, pw.pw_gid)
-        self.proc = subprocess.Popen(["runuser", "-u", "postgres", "--", "pgbouncer", ini],
+        # runuser starts a PAM session, which resets the descriptor limit: raise it again inside.
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        self.proc = subprocess.Popen(["runuser", "-u", "postgres", "--", "sh", "-c",
+                                      f"ulimit -n {nofile}; exec pgbouncer {ini}"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
