@@ -137,6 +137,7 @@ private:
     awaitable<void> signal_loop();
     awaitable<void> housekeeping_loop();
     awaitable<void> reload();
+    void retain_used_tokens();
     void begin_shutdown();
     void finish();
     worker& next_worker();
@@ -375,6 +376,20 @@ awaitable<void> application::accept_loop(listening* l)
     }
 }
 
+// The token entries the pools' targets use now; an identity that a reload left behind stops.
+void application::retain_used_tokens()
+{
+    std::vector<std::pair<std::string, std::shared_ptr<auth::token_entry>>> in_use;
+    for (auto* p : {state_.rw_pool.get(), state_.ro_pool.get()})
+    {
+        if (!p)
+            continue;
+        if (auto* src = dynamic_cast<const auth::token_source*>(p->target()->credential.get()))
+            in_use.emplace_back(p->name(), src->entry());
+    }
+    tokens_.retain(in_use);
+}
+
 awaitable<void> application::reload()
 {
     if (reloading_ || stopping_)
@@ -417,6 +432,7 @@ awaitable<void> application::reload()
     if (!rw || (state_.ro_pool && s->ro_enabled && !ro) || !users)
     {
         spdlog::error("configuration not reloaded: {}", error);
+        retain_used_tokens();
         sd::notify("READY=1\nSTATUS=serving (reload failed)");
         co_return;
     }
@@ -424,6 +440,7 @@ awaitable<void> application::reload()
     state_.rw_pool->reconfigure(rw, pool::pool_limits::from(*s, s->rw));
     if (ro)
         state_.ro_pool->reconfigure(ro, pool::pool_limits::from(*s, s->ro));
+    retain_used_tokens();
     state_.set(s, users, state_.client_tls());
     settings_ = s;
     {

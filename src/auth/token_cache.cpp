@@ -86,18 +86,54 @@ void token_entry::start_fetch_locked()
     if (in_flight_ || stopped_)
         return;
     in_flight_ = true;
-    asio::co_spawn(control_, [self = shared_from_this()]() -> awaitable<void> { co_await self->fetch(); },
-                   asio::detached);
+    // The credential as configured now (a reload may replace it while this fetch runs). co_spawn
+    // may run the coroutine at once, on this thread, while the caller holds mu_.
+    asio::co_spawn(
+        control_, [self = shared_from_this(), cred = cred_]() -> awaitable<void> { co_await self->fetch(cred); },
+        asio::detached);
 }
 
-awaitable<void> token_entry::fetch()
+void token_entry::set_routes(std::vector<std::string> routes)
 {
-    auto r = co_await cred_->fetch_once();
+    std::lock_guard lock(mu_);
+    routes_ = std::move(routes);
+}
+
+std::shared_ptr<const credential> token_entry::cred() const
+{
+    std::lock_guard lock(mu_);
+    return cred_;
+}
+
+void token_entry::replace(std::unique_ptr<credential> cred, token t, sys_clock::time_point fetched_at,
+                          refresh_policy policy)
+{
+    {
+        std::lock_guard lock(mu_);
+        cred_ = std::move(cred);
+        policy_ = policy;
+        failures_ = 0;
+        last_error_.clear();
+    }
+    install(std::move(t), fetched_at);
+}
+
+awaitable<void> token_entry::fetch(std::shared_ptr<credential> cred)
+{
+    auto r = co_await cred->fetch_once();
     std::vector<std::shared_ptr<async_slot<get_result>>> waiters;
     std::lock_guard lock(mu_);
     in_flight_ = false;
     waiters.swap(waiters_);
     auto now = sys_clock::now();
+    if (cred != cred_ && current_ && policy_.usable(fetched_at_, *current_, now))
+    {
+        // A reload replaced the credential (and its token) while this request ran: its outcome,
+        // good or bad, is the old configuration's.
+        for (auto& w : waiters)
+            async_slot<get_result>::deliver(w, get_result(current_->access_token));
+        co_return;
+    }
     if (r)
     {
         ++fetches_;
@@ -224,7 +260,10 @@ std::shared_ptr<token_entry> token_cache::entry_for(std::unique_ptr<credential> 
     auto it = entries_.find(key);
     if (it != entries_.end())
     {
+        // The same identity again (a reload, or a second route): take the credential as now
+        // configured and the token it just fetched.
         it->second->add_route(route);
+        it->second->replace(std::move(cred), std::move(first), fetched, policy);
         return it->second;
     }
     auto e = std::make_shared<token_entry>(control_, std::move(cred), policy);
@@ -232,6 +271,26 @@ std::shared_ptr<token_entry> token_cache::entry_for(std::unique_ptr<credential> 
     e->install(std::move(first), fetched);
     entries_[key] = e;
     return e;
+}
+
+void token_cache::retain(const std::vector<std::pair<std::string, std::shared_ptr<token_entry>>>& in_use)
+{
+    std::lock_guard lock(mu_);
+    for (auto it = entries_.begin(); it != entries_.end();)
+    {
+        std::vector<std::string> routes;
+        for (const auto& [route, entry] : in_use)
+            if (entry == it->second)
+                routes.push_back(route);
+        if (routes.empty())
+        {
+            it->second->stop();
+            it = entries_.erase(it);
+            continue;
+        }
+        it->second->set_routes(std::move(routes));
+        ++it;
+    }
 }
 
 std::vector<token_status> token_cache::status() const
@@ -297,11 +356,11 @@ awaitable<pg_result<secret>> token_source::password(std::optional<secret> reject
         co_return std::move(*r);
     co_return pg_error::fatal(sqlstate::invalid_authorization,
                               "could not obtain a Microsoft Entra access token for role \"" + role_ + "\" (" +
-                                  entry_->cred().describe() + "): " + r.error(),
+                                  entry_->cred()->describe() + "): " + r.error(),
                               "tokenbouncer keeps retrying in the background; check the identity's configuration "
                               "and that the token service is reachable (see docs/azure.md).");
 }
 
-std::string token_source::describe() const { return "a Microsoft Entra token (" + entry_->cred().describe() + ")"; }
+std::string token_source::describe() const { return "a Microsoft Entra token (" + entry_->cred()->describe() + ")"; }
 
 }  // namespace tokenbouncer::auth

@@ -302,14 +302,17 @@ def test_health_endpoints_and_quitquitquit(tokenbouncer):
 # --- tokens: SHOW TOKENS and /readyz ----------------------------------------------------------------
 
 MI = "11111111-1111-1111-1111-111111111111"
+SP = "22222222-2222-2222-2222-222222222222"
 
 
 @pytest.fixture(scope="module")
 def azure(pg):
-    pg.sql("CREATE ROLE mi_role LOGIN")
-    pg.sql("GRANT ALL ON DATABASE appdb TO mi_role")
-    # Its own role: the syncer sets the role's password to each token, and other tests log in as app.
-    syncer = pg_role_syncer(f"host={pg.sockdir} port={pg.port} user=postgres dbname=postgres", {MI: "mi_role"})
+    for role in ("mi_role", "sp_role"):
+        pg.sql(f"CREATE ROLE {role} LOGIN")
+        pg.sql(f"GRANT ALL ON DATABASE appdb TO {role}")
+    # Roles of their own: the syncer sets the role's password to each token, and other tests log in as app.
+    syncer = pg_role_syncer(f"host={pg.sockdir} port={pg.port} user=postgres dbname=postgres",
+                            {MI: "mi_role", SP: "sp_role"})
     fake = FakeAzure(on_issue=syncer).start()
     fake.add_managed_identity(MI)
     yield fake
@@ -354,6 +357,44 @@ def test_readyz_follows_the_tokens_and_show_tokens_never_shows_one(tokenbouncer,
     text = tb.log() + json.dumps(admin(tb, "SHOW TOKENS")[1]) + http(tb, "/metrics")[1]
     for issued in azure.issued:
         assert issued["token"] not in text
+
+
+def test_sighup_takes_a_rotated_client_secret(tokenbouncer, azure):
+    azure.clear_misbehaviour()
+    azure.token_lifetime = 3600
+    azure.add_app(SP, secret="first-secret")
+    tb = tokenbouncer(dict(ADMIN, pg_azure_auth="on", pg_user="sp_role", pg_password=None,
+                           pg_azure_tenant_id=azure.tenant, pg_azure_client_id=SP,
+                           pg_azure_client_secret="first-secret", azure_authority_host=azure.authority,
+                           azure_imds_endpoint=azure.imds_endpoint))
+    assert tb.psql("SELECT current_user").stdout.strip() == "sp_role"
+    first_fingerprint = admin(tb, "SHOW TOKENS")[1][0]["fingerprint"]
+
+    azure.add_app(SP, secret="second-secret")  # rotated in Entra: the first secret stops working
+    with open(tb.config_path) as f:
+        text = f.read()
+    with open(tb.config_path, "w") as f:
+        f.write(text.replace("first-secret", "second-secret"))
+    tb.signal(1)  # SIGHUP
+    tb.wait_for("RELOADING=1")
+    assert tb.wait_for("READY=1").endswith("STATUS=serving")  # not "(reload failed)"
+    entra = [r for r in azure.requests if r["endpoint"] == "entra"]
+    assert entra[-1]["form"]["client_secret"] == "second-secret"
+    token = admin(tb, "SHOW TOKENS")[1][0]
+    assert token["fingerprint"] != first_fingerprint and token["valid"] == "yes" and token["last_error"] == ""
+    assert tb.psql("SELECT current_user").stdout.strip() == "sp_role"
+
+    # Then the route moves to a managed identity: the service principal leaves SHOW TOKENS.
+    with open(tb.config_path) as f:
+        lines = [line for line in f if not line.startswith("pg_azure_client_secret")]
+    with open(tb.config_path, "w") as f:
+        f.write("".join(lines).replace(SP, MI))
+    tb.signal(1)
+    tb.wait_for("RELOADING=1")
+    assert tb.wait_for("READY=1").endswith("STATUS=serving")  # not "(reload failed)"
+    rows = admin(tb, "SHOW TOKENS")[1]
+    assert [(r["route"], r["client_id"], r["credential"]) for r in rows] == [("rw", MI, "managed_identity_imds")]
+    assert "second-secret" not in tb.log() and "first-secret" not in tb.log()
 
 
 # --- JSON logs --------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ struct fake_state
     std::mutex mu;
     std::vector<step> plan;  // call n uses plan[n-1]; the last step repeats
     std::atomic<int> calls{0};
+    std::atomic<int> answered{0};  // fetch_once() calls that have returned
     std::vector<std::string> issued;  // the tokens returned, in order
     std::vector<std::thread::id> threads;
 
@@ -94,6 +95,7 @@ public:
         }
         asio::steady_timer t(co_await asio::this_coro::executor, s.delay);
         co_await t.async_wait(use_nothrow);
+        ++st_->answered;
         if (!s.ok)
             co_return s.failure;
         std::string value = "fake-access-token-" + std::to_string(n) + "-TOPSECRET";
@@ -797,7 +799,8 @@ TEST_CASE("token_entry: callers on one thread, the control executor on another",
     check_logs_have_no_token(logs);
 }
 
-TEST_CASE("token_cache: one entry per identity, shared by routes", "[token][token_entry]")
+TEST_CASE("token_cache: one entry per identity, shared by routes; the newest credential and token win",
+          "[token][token_entry]")
 {
     log_capture logs;
     asio::io_context ioc;
@@ -811,9 +814,86 @@ TEST_CASE("token_cache: one entry per identity, shared by routes", "[token][toke
     auto all = cache.status();
     REQUIRE(all.size() == 1);
     CHECK(all[0].routes == std::vector<std::string>{"rw", "ro"});
-    CHECK(all[0].fingerprint == fp("first-TOPSECRET"));
+    CHECK(all[0].fingerprint == fp("second-TOPSECRET"));  // a reload takes the token it just fetched
     check_status_has_no_token(all[0]);
     cache.stop();
+    run_until_drained(ioc);
+    CHECK(st->calls == 0);
+    check_logs_have_no_token(logs);
+}
+
+TEST_CASE("token_entry: a reload during a refresh keeps the new credential's token", "[token][token_entry]")
+{
+    log_capture logs;
+    asio::io_context ioc;
+    auto old_state = std::make_shared<fake_state>();
+    old_state->plan = {fail_step("AADSTS7000215: Invalid client secret provided.", false, 200ms, 401)};
+    auto new_state = std::make_shared<fake_state>();
+    new_state->plan = {ok_step(1h, 10ms)};
+    auto entry = make_entry(ioc.get_executor(), old_state);
+    entry->install(make_token("old-secret-token-TOPSECRET", 1h, 20ms), sys_clock::now());
+
+    std::optional<get_result> after;
+    spawn(ioc, [&]() -> awaitable<void> {
+        // The refresh with the old (now revoked) secret is in flight...
+        co_await wait_until([&] { return old_state->calls == 1; }, 3000ms, "the refresh with the old secret");
+        // ...when the reload brings the rotated secret and the token it fetched.
+        entry->replace(std::make_unique<fake_credential>(new_state), make_token("rotated-secret-token-TOPSECRET", 1h),
+                       sys_clock::now(), refresh_policy{});
+        co_await wait_until([&] { return old_state->answered == 1; }, 3000ms, "the old secret's failure");
+        after = co_await entry->get(std::nullopt, steady::now() + 1s);
+        entry->stop();
+    });
+    run_until_drained(ioc);
+    CHECK(value_of(after) == "rotated-secret-token-TOPSECRET");
+    auto s = entry->status();
+    CHECK(s.refresh_failures == 0);  // the old secret's failure is not the new configuration's
+    CHECK(s.last_error.empty());
+    CHECK(s.fingerprint == fp("rotated-secret-token-TOPSECRET"));
+    CHECK(old_state->calls == 1);
+    CHECK(new_state->calls == 0);
+    check_logs_have_no_token(logs);
+}
+
+TEST_CASE("token_cache: retain() stops the identities no route uses any more", "[token][token_entry]")
+{
+    log_capture logs;
+    asio::io_context ioc;
+    auto st = std::make_shared<fake_state>();
+    struct other_identity final : public credential
+    {
+        awaitable<fetch_result> fetch_once() override { co_return fetch_failure{"unused", 0, false, std::nullopt}; }
+        credential_kind kind() const override { return credential_kind::imds; }
+        std::string class_name() const override { return "ManagedIdentityCredentials"; }
+        std::string describe() const override { return "managed identity (IMDS), client_id other"; }
+        std::string identity_key() const override { return "imds|other"; }
+        std::string tenant_id() const override { return ""; }
+        std::string client_id() const override { return "other"; }
+    };
+    token_cache cache(ioc.get_executor());
+    // Before the reload: rw and ro share the service principal.
+    auto shared = cache.entry_for(std::make_unique<fake_credential>(st), make_token("sp-TOPSECRET", 1h, 50ms),
+                                  sys_clock::now(), "rw", refresh_policy{});
+    cache.entry_for(std::make_unique<fake_credential>(st), make_token("sp2-TOPSECRET", 1h, 50ms), sys_clock::now(), "ro",
+                    refresh_policy{});
+    // The reload gives ro an identity of its own.
+    auto ro = cache.entry_for(std::make_unique<other_identity>(), make_token("mi-TOPSECRET", 1h), sys_clock::now(), "ro",
+                              refresh_policy{});
+    REQUIRE(cache.status().size() == 2);
+    cache.retain({{"rw", shared}, {"ro", ro}});
+    auto all = cache.status();
+    REQUIRE(all.size() == 2);
+    for (const auto& s : all)
+        CHECK(s.routes == std::vector<std::string>{s.client_id == "other" ? "ro" : "rw"});
+
+    // Then rw moves to the managed identity too: the service principal stops (its 50 ms refresh
+    // never runs, the context drains).
+    cache.retain({{"rw", ro}, {"ro", ro}});
+    all = cache.status();
+    REQUIRE(all.size() == 1);
+    CHECK(all[0].client_id == "other");
+    CHECK(all[0].routes == std::vector<std::string>{"rw", "ro"});
+    ro->stop();
     run_until_drained(ioc);
     CHECK(st->calls == 0);
     check_logs_have_no_token(logs);

@@ -69,19 +69,24 @@ public:
     awaitable<get_result> get(std::optional<secret> rejected, std::chrono::steady_clock::time_point deadline);
 
     token_status status() const;
-    const credential& cred() const { return *cred_; }
+    std::shared_ptr<const credential> cred() const;
+    // A reload: the credential as now configured (a rotated secret, say), the token it just
+    // fetched, and the refresh policy; the current token is replaced, established sessions are
+    // not touched.
+    void replace(std::unique_ptr<credential> cred, token t, sys_clock::time_point fetched_at, refresh_policy policy);
     void add_route(const std::string& route);
+    void set_routes(std::vector<std::string> routes);
     void stop();
 
 private:
     void start_fetch_locked();
     void schedule_locked(std::chrono::milliseconds delay);
-    awaitable<void> fetch();
+    awaitable<void> fetch(std::shared_ptr<credential> cred);
 
     const asio::any_io_executor control_;
-    const refresh_policy policy_;
     mutable std::mutex mu_;
-    std::unique_ptr<credential> cred_;
+    refresh_policy policy_;
+    std::shared_ptr<credential> cred_;  // shared: a fetch in flight keeps the one it started with
     std::optional<token> current_;
     sys_clock::time_point fetched_at_{};
     std::optional<sys_clock::time_point> next_refresh_;
@@ -107,6 +112,9 @@ public:
     // the existing one (another route with the same identity).
     std::shared_ptr<token_entry> entry_for(std::unique_ptr<credential> cred, token first, sys_clock::time_point fetched,
                                            const std::string& route, refresh_policy policy);
+    // After a reload: the entries the routes use now, with the routes that use them; the others
+    // (an identity no route uses any more) stop refreshing and leave SHOW TOKENS and /readyz.
+    void retain(const std::vector<std::pair<std::string, std::shared_ptr<token_entry>>>& in_use);
     std::vector<token_status> status() const;
     void stop();
 
