@@ -52,28 +52,6 @@ std::optional<std::chrono::seconds> parse_retry_after(const std::string& v)
     return std::chrono::seconds(std::min<long>(n, 3600));
 }
 
-// Turns an HTTP exchange into a token or a failure, in the words the seed's users know.
-fetch_result interpret(const http::result& r, sys_clock::time_point sent, const std::string& what, bool imds)
-{
-    if (!r)
-        return fetch_failure{what + " request failed: " + r.error().message, 0, true, std::nullopt};
-    const auto& res = *r;
-    if (res.status != 200)
-    {
-        fetch_failure f;
-        f.status = res.status;
-        f.message = what + " request failed, status: " + std::to_string(res.status) + ", body: " + excerpt(res.body);
-        f.retryable = res.status == 429 || res.status >= 500 || res.status == 408 ||
-                      (imds && (res.status == 404 || res.status == 410));
-        f.retry_after = parse_retry_after(res.header("retry-after"));
-        return f;
-    }
-    auto t = parse_token_reply(res.body, sent);
-    if (!t)
-        return fetch_failure{what + " reply unusable: " + t.error().message, 200, true, std::nullopt};
-    return std::move(*t);
-}
-
 // Client credentials and workload identity: a form POST to the Entra v2 token endpoint.
 class entra_credential : public credential
 {
@@ -138,7 +116,7 @@ public:
         wipe_string(req.body);
         for (auto& [k, v] : fields)
             wipe_string(v);
-        co_return interpret(r, sent, "token", false);
+        co_return interpret_reply(r, sent, kind_, token_url_);
     }
 
     credential_kind kind() const override { return kind_; }
@@ -209,7 +187,7 @@ public:
         opts.allow_plain_http = true;  // IMDS and IDENTITY_ENDPOINT are link-local / localhost HTTP
         auto sent = sys_clock::now();
         auto r = co_await http::fetch(req, id_.request_timeout, opts);
-        co_return interpret(r, sent, "managed identity credentials", !app_service_);
+        co_return interpret_reply(r, sent, kind(), req.url);
     }
 
     credential_kind kind() const override { return app_service_ ? credential_kind::app_service : credential_kind::imds; }
@@ -280,6 +258,36 @@ identity_settings resolve_identity(const config::route_settings& r, const config
     return id;
 }
 
+fetch_result interpret_reply(const http::result& r, sys_clock::time_point sent, credential_kind kind,
+                             const std::string& url)
+{
+    bool managed = kind == credential_kind::imds || kind == credential_kind::app_service;
+    std::string what = managed ? "managed identity credentials" : "token";  // Kong's words
+    if (!r)
+        return fetch_failure{what + " request failed: " + r.error().message, 0, true, std::nullopt};
+    const auto& res = *r;
+    std::string where = std::string(" (") + (managed ? "GET " : "POST ") + url.substr(0, url.find('?')) + ")";
+    if (res.status != 200)
+    {
+        fetch_failure f;
+        f.status = res.status;
+        // A managed identity endpoint's body as it is (the seed shows it so); Entra's error
+        // fields without their trace ids and timestamps.
+        f.message = what + " request failed, status: " + std::to_string(res.status) +
+                    ", body: " + (managed ? excerpt(res.body) : describe_error_reply(res.body)) + where;
+        // Microsoft's guidance: 429 and 5xx are transient; IMDS also answers 404 and 410 while
+        // it starts or updates. Any other 4xx is a configuration problem that a retry won't fix.
+        f.retryable = res.status == 429 || res.status >= 500 ||
+                      (kind == credential_kind::imds && (res.status == 404 || res.status == 410));
+        f.retry_after = parse_retry_after(res.header("retry-after"));
+        return f;
+    }
+    auto t = parse_token_reply(res.body, sent);
+    if (!t)
+        return fetch_failure{what + " reply unusable" + where + ": " + t.error().message, 200, true, std::nullopt};
+    return std::move(*t);
+}
+
 std::string_view to_string(credential_kind k)
 {
     switch (k)
@@ -299,16 +307,18 @@ std::vector<chain_link> build_chain(const identity_settings& id)
     // 1. ClientCredentials: tenant, client id and a secret or a certificate.
     {
         chain_link link{"ClientCredentials", nullptr, {}};
-        if (id.tenant_id.empty())
+        // The secret first, as Kong does: the seed's configuration (a client id only) gives
+        // "Couldn't find AZURE_CLIENT_SECRET env variable".
+        if (id.client_secret.empty() && id.certificate_path.empty())
+            link.not_configured = "Couldn't find AZURE_CLIENT_SECRET env variable";
+        else if (id.tenant_id.empty())
             link.not_configured = "Couldn't find AZURE_TENANT_ID env variable";
         else if (id.client_id.empty())
             link.not_configured = "Couldn't find AZURE_CLIENT_ID env variable";
         else if (!id.client_secret.empty())
             link.cred = std::make_unique<entra_credential>(id, credential_kind::client_secret);
-        else if (!id.certificate_path.empty())
-            link.cred = std::make_unique<entra_credential>(id, credential_kind::client_certificate);
         else
-            link.not_configured = "Couldn't find AZURE_CLIENT_SECRET env variable";
+            link.cred = std::make_unique<entra_credential>(id, credential_kind::client_certificate);
         chain.push_back(std::move(link));
     }
     // 2. WorkloadIdentityCredentials: the federated token file, tenant and client id.

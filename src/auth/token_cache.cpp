@@ -316,7 +316,7 @@ awaitable<std::optional<resolved_credential>> resolve_chain(std::vector<chain_li
     {
         if (!link.cred)
         {
-            spdlog::debug("{}: could not authenticate to azure with {}, error: {}", route, link.class_name,
+            spdlog::debug("{}: could not authenticate to azure with {} class, error: {}", route, link.class_name,
                           link.not_configured);
             continue;
         }
@@ -336,7 +336,7 @@ awaitable<std::optional<resolved_credential>> resolve_chain(std::vector<chain_li
             auto delay = retry_delay(r.error(), attempt);
             if (!delay || attempt >= 2 || *delay > 10s)
             {
-                spdlog::debug("{}: could not authenticate to azure with {}, error: {}", route, link.class_name,
+                spdlog::debug("{}: could not authenticate to azure with {} class, error: {}", route, link.class_name,
                               r.error().message);
                 break;
             }

@@ -179,6 +179,33 @@ def test_workload_identity_rereads_the_token_file(tokenbouncer, azure, tmp_path)
     assert tb.psql("SELECT current_user").stdout.strip() == "wi_role"
 
 
+@pytest.mark.parametrize("problem", ["missing", "empty"])
+def test_a_bad_federated_token_file_falls_through_to_managed_identity(tokenbouncer, azure, tmp_path, problem):
+    token_file = tmp_path / "azure-identity-token"
+    if problem == "empty":
+        token_file.write_text("")
+    azure.add_managed_identity(WI)  # the same client id is also a managed identity of this "VM"
+    env = {"AZURE_FEDERATED_TOKEN_FILE": str(token_file), "AZURE_TENANT_ID": azure.tenant, "AZURE_CLIENT_ID": WI,
+           "AZURE_AUTHORITY_HOST": azure.authority}
+    tb = tokenbouncer({"pg_azure_auth": "on", "pg_user": "wi_role", "azure_imds_endpoint": azure.imds_endpoint},
+                      env=env, args=("-vv",))
+    assert tb.psql("SELECT current_user").stdout.strip() == "wi_role"
+    assert azure.count("entra") == 0 and azure.count("imds") == 1
+    reason = "cannot read the federated token file" if problem == "missing" else "is empty"
+    lines = [line for line in tb.log().splitlines()
+             if "could not authenticate to azure with WorkloadIdentityCredentials class, error:" in line]
+    assert len(lines) == 1 and reason in lines[0] and str(token_file) in lines[0], lines
+
+
+def test_no_http_proxy_is_used(tokenbouncer, azure):
+    # IMDS must never be reached through a proxy; a proxy that is not there must not matter.
+    dead = "http://127.0.0.1:9"
+    env = {name: dead for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY")}
+    tb = tokenbouncer(mi_config(azure), env=env)
+    assert tb.psql("SELECT current_user").stdout.strip() == "app"
+    assert azure.count("imds") == 1
+
+
 def test_app_service_managed_identity(tokenbouncer, azure):
     env = {"IDENTITY_ENDPOINT": azure.identity_endpoint, "IDENTITY_HEADER": azure.identity_header}
     tb = tokenbouncer(mi_config(azure), env=env)
@@ -207,11 +234,12 @@ def test_no_credential_works(azure, pg, tmp_path):
         assert tb.proc.wait(30) == 1
         log = tb.log()
         assert "failed to initialize Azure client: no authentication mechanism worked for azure" in log
-        assert ("could not authenticate to azure with ClientCredentials, error: "
-                "Couldn't find AZURE_TENANT_ID env variable") in log
-        assert ("could not authenticate to azure with WorkloadIdentityCredentials, error: "
+        # The seed's three lines, word for word (its configuration: a client id only).
+        assert ("could not authenticate to azure with ClientCredentials class, error: "
+                "Couldn't find AZURE_CLIENT_SECRET env variable") in log
+        assert ("could not authenticate to azure with WorkloadIdentityCredentials class, error: "
                 "Couldn't find AZURE_FEDERATED_TOKEN_FILE env variable") in log
-        assert ("could not authenticate to azure with ManagedIdentityCredentials, error: managed identity credentials "
+        assert ("could not authenticate to azure with ManagedIdentityCredentials class, error: managed identity credentials "
                 'request failed, status: 400, body: {"error":"invalid_request","error_description":'
                 '"Identity not found"}') in log
     finally:
@@ -225,7 +253,7 @@ def test_client_secret_missing_message(azure, pg):
                       args=("-vv",), wait_ready=False)
     try:
         assert tb.proc.wait(30) == 1
-        assert ("could not authenticate to azure with ClientCredentials, error: "
+        assert ("could not authenticate to azure with ClientCredentials class, error: "
                 "Couldn't find AZURE_CLIENT_SECRET env variable") in tb.log()
     finally:
         tb.cleanup()
@@ -276,6 +304,10 @@ def test_imds_down_while_the_cached_token_is_valid(tokenbouncer, azure):
 
 def test_many_simultaneous_connects_share_one_token_request(tokenbouncer, azure, pg):
     tb = tokenbouncer(mi_config(azure, default_pool_size=40, max_client_conn=500))
+    assert azure.count("imds") == 1  # at startup
+    # Behind tokenbouncer's back the server stops accepting that token: 40 logins at once are
+    # refused, and the token they all hold must be fetched again once, not 40 times.
+    pg.sql("ALTER ROLE app PASSWORD 'no-longer-the-token'")
     start = threading.Barrier(200)
     errors = []
 
@@ -293,7 +325,8 @@ def test_many_simultaneous_connects_share_one_token_request(tokenbouncer, azure,
     for t in threads:
         t.join()
     assert errors == []
-    assert azure.count("imds") == 1
+    assert azure.count("imds") == 2
+    assert tb.log().count("the upstream rejected token") == 1
 
 
 def test_rejected_token_is_fetched_again(tokenbouncer, azure, pg):
@@ -319,11 +352,15 @@ def test_large_tokens(tokenbouncer, azure):
 
 
 def test_retries_429_with_retry_after_at_startup(tokenbouncer, azure):
+    # Retry-After 3 s, longer than the backoff (about 1 s, then 2 s): the gaps show it is honoured.
     azure.misbehave("imds", "status", count=2, code=429, body={"error": "too_many_requests"},
-                    headers={"Retry-After": "1"})
+                    headers={"Retry-After": "3"})
     tb = tokenbouncer(mi_config(azure), args=("-vv",))
     assert tb.psql("SELECT 1").stdout.strip() == "1"
     assert azure.count("imds") == 3
+    times = [r["time"] for r in azure.requests if r["endpoint"] == "imds"]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(g >= 2.9 for g in gaps), gaps
 
 
 def test_bad_token_service_gives_a_postgres_error(tokenbouncer, azure):

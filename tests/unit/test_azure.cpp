@@ -344,11 +344,11 @@ TEST_CASE("build_chain: Kong's order and Kong's reasons for a credential that is
         identity_settings id;
         link_expectation cc, wi, mi;
     } cases[] = {
-        {"nothing: managed identity (IMDS) only", identity("", "", "", "", ""), {false, no_tenant}, {false, no_fed},
+        {"nothing: managed identity (IMDS) only", identity("", "", "", "", ""), {false, no_secret}, {false, no_fed},
          {true, "managed_identity_imds"}},
-        {"client id only (user-assigned managed identity)", identity("", "cid", "", "", ""), {false, no_tenant},
+        {"client id only (user-assigned managed identity)", identity("", "cid", "", "", ""), {false, no_secret},
          {false, no_fed}, {true, "managed_identity_imds"}},
-        {"tenant only", identity("tid", "", "", "", ""), {false, no_client}, {false, no_fed},
+        {"tenant only", identity("tid", "", "", "", ""), {false, no_secret}, {false, no_fed},
          {true, "managed_identity_imds"}},
         {"tenant and client, no secret", identity("tid", "cid", "", "", ""), {false, no_secret}, {false, no_fed},
          {true, "managed_identity_imds"}},
@@ -356,28 +356,30 @@ TEST_CASE("build_chain: Kong's order and Kong's reasons for a credential that is
          {true, "managed_identity_imds"}},
         {"a secret without a client id", identity("tid", "", "s3cr3t", "", ""), {false, no_client}, {false, no_fed},
          {true, "managed_identity_imds"}},
+        {"a certificate without a tenant", identity("", "cid", "", "/c.pem", ""), {false, no_tenant}, {false, no_fed},
+         {true, "managed_identity_imds"}},
         {"client secret", identity("tid", "cid", "s3cr3t", "", ""), {true, "client_secret"}, {false, no_fed},
          {true, "managed_identity_imds"}},
         {"client certificate", identity("tid", "cid", "", "/c.pem", ""), {true, "client_certificate"},
          {false, no_fed}, {true, "managed_identity_imds"}},
         {"secret and certificate: the secret", identity("tid", "cid", "s3cr3t", "/c.pem", ""),
          {true, "client_secret"}, {false, no_fed}, {true, "managed_identity_imds"}},
-        {"federated token file only", identity("", "", "", "", "/var/run/token"), {false, no_tenant},
+        {"federated token file only", identity("", "", "", "", "/var/run/token"), {false, no_secret},
          {false, no_tenant}, {true, "managed_identity_imds"}},
-        {"federated token file and tenant", identity("tid", "", "", "", "/var/run/token"), {false, no_client},
+        {"federated token file and tenant", identity("tid", "", "", "", "/var/run/token"), {false, no_secret},
          {false, no_client}, {true, "managed_identity_imds"}},
         {"workload identity (AKS)", identity("tid", "cid", "", "", "/var/run/token"), {false, no_secret},
          {true, "workload_identity"}, {true, "managed_identity_imds"}},
         {"everything", identity("tid", "cid", "s3cr3t", "/c.pem", "/var/run/token", "http://localhost:1/msi", "hdr"),
          {true, "client_secret"}, {true, "workload_identity"}, {true, "managed_identity_app_service"}},
         {"App Service: IDENTITY_ENDPOINT and IDENTITY_HEADER",
-         identity("", "", "", "", "", "http://localhost:42356/msi/token", "hdr"), {false, no_tenant},
+         identity("", "", "", "", "", "http://localhost:42356/msi/token", "hdr"), {false, no_secret},
          {false, no_fed}, {true, "managed_identity_app_service"}},
         {"IDENTITY_ENDPOINT without IDENTITY_HEADER: IMDS",
-         identity("", "", "", "", "", "http://localhost:42356/msi/token", ""), {false, no_tenant}, {false, no_fed},
+         identity("", "", "", "", "", "http://localhost:42356/msi/token", ""), {false, no_secret}, {false, no_fed},
          {true, "managed_identity_imds"}},
         {"IDENTITY_HEADER without IDENTITY_ENDPOINT: IMDS", identity("", "", "", "", "", "", "hdr"),
-         {false, no_tenant}, {false, no_fed}, {true, "managed_identity_imds"}},
+         {false, no_secret}, {false, no_fed}, {true, "managed_identity_imds"}},
     };
     const char* names[] = {"ClientCredentials", "WorkloadIdentityCredentials", "ManagedIdentityCredentials"};
     for (const auto& c : cases)
@@ -539,5 +541,108 @@ TEST_CASE("credentials: identity_key() tells identities apart", "[token][azure][
         auto imds = base;
         imds.imds_endpoint = "http://127.0.0.1:8080/metadata/identity/oauth2/token";
         CHECK(key(base, 2) != key(imds, 2));
+    }
+}
+
+// --- interpret_reply: what a token service's answer becomes ------------------------------------
+
+namespace {
+
+http::result reply(unsigned status, std::string body, std::map<std::string, std::string> headers = {})
+{
+    http::response r;
+    r.status = status;
+    r.body = std::move(body);
+    r.headers = std::move(headers);
+    return r;
+}
+
+const std::string imds_url = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x";
+const std::string entra_url = "https://login.microsoftonline.com/tid/oauth2/v2.0/token";
+
+}  // namespace
+
+TEST_CASE("interpret_reply: which failures are retried (Microsoft's guidance)", "[token][azure][retry]")
+{
+    struct
+    {
+        credential_kind kind;
+        unsigned status;
+        bool retryable;
+    } cases[] = {
+        {credential_kind::imds, 404, true},         {credential_kind::imds, 410, true},
+        {credential_kind::imds, 429, true},         {credential_kind::imds, 500, true},
+        {credential_kind::imds, 503, true},         {credential_kind::imds, 400, false},
+        {credential_kind::imds, 401, false},        {credential_kind::imds, 403, false},
+        {credential_kind::imds, 408, false},        {credential_kind::app_service, 404, false},
+        {credential_kind::app_service, 500, true},  {credential_kind::client_secret, 404, false},
+        {credential_kind::client_secret, 400, false}, {credential_kind::client_secret, 401, false},
+        {credential_kind::client_secret, 429, true},  {credential_kind::client_certificate, 502, true},
+        {credential_kind::workload_identity, 410, false},
+    };
+    for (const auto& c : cases)
+    {
+        INFO(to_string(c.kind) << " " << c.status);
+        auto url = c.kind == credential_kind::imds || c.kind == credential_kind::app_service ? imds_url : entra_url;
+        auto r = interpret_reply(reply(c.status, R"({"error":"x"})"), sys_clock::now(), c.kind, url);
+        REQUIRE(r.has_error());
+        CHECK(r.error().status == c.status);
+        CHECK(r.error().retryable == c.retryable);
+        CHECK(retry_delay(r.error(), 0).has_value() == c.retryable);
+    }
+}
+
+TEST_CASE("interpret_reply: messages name the endpoint, the status and Microsoft's error", "[token][azure]")
+{
+    SECTION("IMDS: Kong's words and the body as it is; the URL without its query")
+    {
+        auto r = interpret_reply(reply(400, R"({"error":"invalid_request","error_description":"Identity not found"})"),
+                                 sys_clock::now(), credential_kind::imds, imds_url);
+        REQUIRE(r.has_error());
+        CHECK(r.error().message ==
+              R"(managed identity credentials request failed, status: 400, body: {"error":"invalid_request",)"
+              R"("error_description":"Identity not found"} (GET http://169.254.169.254/metadata/identity/oauth2/token))");
+    }
+    SECTION("Entra: the error fields, without the trace id")
+    {
+        auto r = interpret_reply(
+            reply(401, R"({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1234\r\nTimestamp: 2026-12-04 05:00:00Z","error_codes":[7000215],"trace_id":"1234"})"),
+            sys_clock::now(), credential_kind::client_secret, entra_url);
+        REQUIRE(r.has_error());
+        CHECK(r.error().message == "token request failed, status: 401, body: invalid_client: AADSTS7000215: Invalid "
+                                   "client secret provided. (POST " + entra_url + ")");
+    }
+    SECTION("Retry-After in seconds")
+    {
+        auto r = interpret_reply(reply(429, "{}", {{"retry-after", "7"}}), sys_clock::now(), credential_kind::imds,
+                                 imds_url);
+        REQUIRE(r.has_error());
+        CHECK(r.error().retry_after == std::chrono::seconds(7));
+        CHECK(*retry_delay(r.error(), 0) >= std::chrono::seconds(7));
+    }
+    SECTION("a 200 that is not a token")
+    {
+        auto r = interpret_reply(reply(200, "<html>captive portal</html>"), sys_clock::now(), credential_kind::imds,
+                                 imds_url);
+        REQUIRE(r.has_error());
+        CHECK(r.error().message.starts_with("managed identity credentials reply unusable (GET "
+                                            "http://169.254.169.254/metadata/identity/oauth2/token): "));
+        CHECK(r.error().retryable);
+    }
+    SECTION("no reply: the transport's error, which names the endpoint itself")
+    {
+        http::result none(boost::system::in_place_error, http::error{"POST " + entra_url + ": no reply within 10000 ms", true});
+        auto r = interpret_reply(none, sys_clock::now(), credential_kind::client_secret, entra_url);
+        REQUIRE(r.has_error());
+        CHECK(r.error().message == "token request failed: POST " + entra_url + ": no reply within 10000 ms");
+        CHECK(r.error().status == 0);
+        CHECK(r.error().retryable);
+    }
+    SECTION("a token")
+    {
+        auto r = interpret_reply(reply(200, R"({"token_type":"Bearer","expires_in":"3599","access_token":"eyJ0"})"),
+                                 sys_clock::now(), credential_kind::imds, imds_url);
+        REQUIRE(r.has_value());
+        CHECK(r->access_token.reveal() == "eyJ0");
     }
 }

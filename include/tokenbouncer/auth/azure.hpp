@@ -20,6 +20,7 @@
 
 #include "tokenbouncer/auth/token_reply.hpp"
 #include "tokenbouncer/config/settings.hpp"
+#include "tokenbouncer/http/client.hpp"
 #include "tokenbouncer/net/asio.hpp"
 #include "tokenbouncer/util/secret.hpp"
 
@@ -112,6 +113,12 @@ struct chain_link
     std::string not_configured;        // e.g. "Couldn't find AZURE_CLIENT_SECRET env variable"
 };
 std::vector<chain_link> build_chain(const identity_settings& id);
+
+// Turns a token service's answer to `kind`'s request at `url` into a token or a failure that
+// says what failed, where (method and URL without its query), the HTTP status and the error
+// Microsoft returned, and whether a retry may help.
+fetch_result interpret_reply(const http::result& r, sys_clock::time_point sent, credential_kind kind,
+                             const std::string& url);
 
 // How a failed token request is retried (Microsoft's IMDS guidance, used for every endpoint, with
 // 404 and 410 only for IMDS): exponential backoff from 1 s with +-25% jitter, at most 60 s,
