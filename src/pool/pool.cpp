@@ -126,7 +126,6 @@ void pool::hand_over_locked(std::unique_ptr<server_conn> s)
         async_slot<grant>::deliver(w.slot, grant{std::move(s)});
         return;
     }
-    s->idle_since = clock::now();
     idle_.push_back(std::move(s));
 }
 
@@ -404,17 +403,22 @@ void pool::release(std::unique_ptr<server_conn> s, bool reusable)
     bool expired = limits_.server_lifetime.count() > 0 && now - s->created >= limits_.server_lifetime;
     bool stale = (s->target != target_ && !same_server(s->target->settings, target_->settings)) ||
                  s->id < reconnect_before_id_;
-    if (!reusable || closed_ || expired || stale || !s->stream->is_open())
+    bool surplus = total_ > limit_locked(true);  // a reload made the pool smaller
+    if (!reusable || closed_ || expired || stale || surplus || !s->stream->is_open())
     {
         --total_;
-        if (!closed_)
+        if (!closed_ && !surplus)
             grant_slot_locked();
         lock.unlock();
         if (expired && reusable)
             spdlog::debug("{}: closing server connection older than server_lifetime", s->tag());
+        if (surplus && reusable)
+            spdlog::debug("{}: closing server connection beyond the pool size", s->tag());
         s->terminate();
         return;
     }
+    // server_check_delay counts from the last use, also for a connection handed straight on.
+    s->idle_since = now;
     hand_over_locked(std::move(s));
 }
 
@@ -455,6 +459,14 @@ void pool::reconfigure(std::shared_ptr<const upstream::target> target, pool_limi
                 to_close.push_back(std::move(s));
             idle_.clear();
             total_ -= static_cast<int>(to_close.size());
+        }
+        // A smaller pool: idle connections beyond it close now, busy ones when released. Oldest
+        // first (the back of idle_ is the most recently used).
+        while (total_ > limit_locked(true) && !idle_.empty())
+        {
+            to_close.push_back(std::move(idle_.front()));
+            idle_.erase(idle_.begin());
+            --total_;
         }
         // A bigger pool (or closed connections) may let waiters in now.
         while (!waiters_.empty() && total_ < limit_locked(false) && !paused_)

@@ -236,13 +236,29 @@ def test_sighup_changes_the_pool_size(tokenbouncer, pg):
     deadline = time.monotonic() + 10
     while sampler.max < 5 and time.monotonic() < deadline:
         time.sleep(0.1)
+    after = sampler.stop()
+
+    # And smaller again, under the same load: connections beyond the new size close as they are
+    # released, instead of serving waiting clients until server_idle_timeout.
+    with open(tb.config_path, "a") as f:
+        f.write("default_pool_size = 1\n")
+    tb.signal(signal.SIGHUP)
+    tb.wait_for("RELOADING=1")
+    tb.wait_for("READY=1")
+    deadline = time.monotonic() + 10
+    while pg.backends() > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    shrunk = pg.backends()
+    sampler = BackendSampler(pg)
+    time.sleep(1)  # a second of load on the smaller pool
     hold.set()
     for t in threads:
         t.join()
-    after = sampler.stop()
+    during = sampler.stop()
     assert before <= 2
     assert after == 5
-    assert "configuration reloaded" in tb.log()
+    assert shrunk == 1 and during == 1, (shrunk, during)
+    assert tb.log().count("configuration reloaded") == 2
 
 
 def test_bad_reload_keeps_the_running_configuration(tokenbouncer):
