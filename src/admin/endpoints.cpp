@@ -25,6 +25,10 @@ awaitable<http::server_reply> endpoints::handle(http::server_request r)
     {
         if (r.method != "POST")
             co_return text(405, "use POST /quitquitquit to shut tokenbouncer down");
+        // The probes may listen on the pod's address (http_addr = 0.0.0.0); a shutdown is asked
+        // for by a container of the same pod, which reaches it on localhost.
+        if (!r.from_loopback)
+            co_return text(403, "POST /quitquitquit is accepted from loopback addresses only");
         spdlog::info("http: POST /quitquitquit: graceful shutdown");
         hooks_.shutdown();
         co_return text(200, "shutting down");

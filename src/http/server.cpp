@@ -59,6 +59,12 @@ struct server::impl : std::enable_shared_from_this<impl>
             std::atomic<int>& n;
             ~leave() { --n; }
         } guard{connections};
+        error_code pec;
+        auto peer = sock.remote_endpoint(pec);
+        auto addr = peer.address();
+        if (addr.is_v6() && addr.to_v6().is_v4_mapped())  // a dual-stack [::] listener
+            addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+        bool from_loopback = !pec && addr.is_loopback();
         beast::tcp_stream stream(std::move(sock));
         beast::flat_buffer buffer;
         for (;;)
@@ -83,7 +89,7 @@ struct server::impl : std::enable_shared_from_this<impl>
                 break;
             }
             auto& req = parser.get();
-            server_request r{std::string(req.method_string()), std::string(req.target())};
+            server_request r{std::string(req.method_string()), std::string(req.target()), from_loopback};
             server_reply reply = co_await handler(std::move(r));
             bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(reply.status), req.version()};
             res.set(bhttp::field::server, "tokenbouncer");

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "tokenbouncer/admin/console.hpp"
+#include "tokenbouncer/admin/endpoints.hpp"
 #include "tokenbouncer/admin/metrics.hpp"
 #include "tokenbouncer/protocol/bytes.hpp"
 #include "tokenbouncer/protocol/scanner.hpp"
@@ -124,4 +125,31 @@ TEST_CASE("metrics: families, labels escaped, cumulative histograms", "[admin][m
     CHECK(text.find("tokenbouncer_transaction_duration_seconds_sum{route=\"rw\"} 60.0023\n") != std::string::npos);
     CHECK(text.find("tokenbouncer_token_expiry_seconds{route=\"rw,ro\",credential=\"Managed\\\"Identity\"} 100\n") !=
           std::string::npos);
+}
+
+TEST_CASE("endpoints: POST /quitquitquit only from loopback, and only as POST", "[admin][http]")
+{
+    asio::io_context ioc;
+    session::shared_state state;
+    int shutdowns = 0;
+    app_hooks hooks;
+    hooks.shutdown = [&] { ++shutdowns; };
+    endpoints ep(state, hooks);
+    auto ask = [&](http::server_request r) {
+        std::optional<http::server_reply> out;
+        asio::co_spawn(ioc, [&]() -> awaitable<void> { out = co_await ep.handle(r); }, asio::detached);
+        ioc.restart();
+        ioc.run();
+        REQUIRE(out.has_value());
+        return *out;
+    };
+    auto from_pod_network = ask({"POST", "/quitquitquit", false});
+    CHECK(from_pod_network.status == 403);
+    CHECK(from_pod_network.body == "POST /quitquitquit is accepted from loopback addresses only\n");
+    CHECK(shutdowns == 0);
+    CHECK(ask({"GET", "/quitquitquit", true}).status == 405);
+    CHECK(shutdowns == 0);
+    auto local = ask({"POST", "/quitquitquit", true});
+    CHECK(local.status == 200);
+    CHECK(shutdowns == 1);
 }

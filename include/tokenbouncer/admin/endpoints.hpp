@@ -5,7 +5,8 @@
 //   GET  /livez         200 when every event loop answers within a second, else 503
 //   GET  /readyz        200 while every route has a usable token and no shutdown has begun;
 //                       503 with a one-line reason otherwise
-//   POST /quitquitquit  graceful shutdown (a Kubernetes sidecar that must stop with its pod)
+//   POST /quitquitquit  graceful shutdown (a Kubernetes sidecar that must stop with its pod);
+//                       from loopback peers only, 403 otherwise
 
 #include "tokenbouncer/admin/console.hpp"
 #include "tokenbouncer/http/server.hpp"

@@ -17,6 +17,7 @@ struct server_request
 {
     std::string method;  // "GET", "POST", ...
     std::string target;  // "/metrics", with any query string
+    bool from_loopback = false;  // the peer is 127.0.0.0/8 or ::1
 };
 
 struct server_reply
