@@ -210,6 +210,16 @@ awaitable<std::string> console::execute(std::string sql, bool admin)
     co_return co_await run(c, admin);
 }
 
+std::string console::pool_label(const pool::pool& p) const
+{
+    // PgBouncer's rows are unique by database name, and exporters label by it: the read-only
+    // route of the same database is "<database>_ro".
+    const std::string& db = p.target()->settings.database;
+    if (&p == state_.ro_pool.get() && state_.rw_pool && state_.rw_pool->target()->settings.database == db)
+        return db + "_ro";
+    return db;
+}
+
 std::vector<pool::pool*> console::pools_named(const std::string& name) const
 {
     std::vector<pool::pool*> out;
@@ -217,7 +227,8 @@ std::vector<pool::pool*> console::pools_named(const std::string& name) const
     {
         if (!p)
             continue;
-        if (name.empty() || name == p->name() || name == p->target()->settings.database)
+        if (name.empty() || name == p->name() || name == pool_label(*p) ||
+            (name == p->target()->settings.database && p == state_.rw_pool.get()))
             out.push_back(p);
     }
     return out;
@@ -329,7 +340,7 @@ std::string console::show_pools(const connections& conns) const
                 continue;
             (c.state == "waiting" ? waiting : active) += 1;
         }
-        r.add_row({s.database, s.user, num(active), num(waiting), "0", "0", num(s.servers_active), "0", "0",
+        r.add_row({pool_label(*p), s.user, num(active), num(waiting), "0", "0", num(s.servers_active), "0", "0",
                    num(s.servers_idle), "0", "0", num(s.servers_connecting), num(s.max_wait.count() / 1000000),
                    num(s.max_wait.count() % 1000000), std::string(config::to_string(s.mode)), std::nullopt, s.name,
                    std::string(s.paused ? "yes" : "no")});
@@ -364,7 +375,7 @@ std::string console::show_stats() const
         long long assignments = get(k.server_assignments), xacts = get(k.xacts), queries = get(k.queries),
                   recv = get(k.bytes_received), sent = get(k.bytes_sent), xact_us = get(k.xact_time_us),
                   query_us = get(k.query_time_us), wait_us = get(k.wait_time_us), logins = get(k.client_logins);
-        r.add_row({p->target()->settings.database, num(assignments), num(xacts), num(queries), num(recv), num(sent),
+        r.add_row({pool_label(*p), num(assignments), num(xacts), num(queries), num(recv), num(sent),
                    num(xact_us), num(query_us), num(wait_us), "0", "0", "0", num(logins), num(assignments / secs),
                    num(xacts / secs), num(queries / secs), num(recv / secs), num(sent / secs),
                    num(xacts ? xact_us / xacts : 0), num(queries ? query_us / queries : 0),
@@ -442,7 +453,7 @@ std::string console::show_databases(const connections& conns) const
             return c.logged_in && c.ro == ro && c.database != session::admin_database;
         });
         auto lifetime = std::chrono::duration_cast<std::chrono::seconds>(p->limits().server_lifetime).count();
-        r.add_row({s.database, s.host, num(s.port), s.database, s.user, num(s.pool_size), num(s.min_pool_size),
+        r.add_row({pool_label(*p), s.host, num(s.port), s.database, s.user, num(s.pool_size), num(s.min_pool_size),
                    num(s.reserve_pool_size), num(lifetime), std::string(config::to_string(s.mode)), std::nullopt,
                    num(s.max_db_connections), num(s.servers_total), num(settings->max_client_conn), num(clients),
                    num(s.paused ? 1 : 0), "0", s.name});

@@ -245,6 +245,22 @@ def test_pause_resume_reconnect_reload(tokenbouncer):
     assert 'no such database or route: "nosuchdb"' in r.stderr
 
 
+def test_rw_and_ro_rows_are_unique_by_database_name(tokenbouncer):
+    # pgbouncer exporters label by database (and user): two rows named "appdb" would collide.
+    tb = tokenbouncer(dict(ADMIN, pg_ro_host="localhost"))
+    assert tb.psql("SELECT 1", ro=True).stdout.strip() == "1"
+    for command, column in (("SHOW POOLS", "database"), ("SHOW STATS", "database"), ("SHOW DATABASES", "name")):
+        rows = admin(tb, command)[1]
+        names = {r["route"]: r[column] for r in rows if r["route"]}
+        assert names == {"rw": "appdb", "ro": "appdb_ro"}, (command, rows)
+    assert [r["database"] for r in admin(tb, "SHOW DATABASES")[1] if r["route"] == "ro"] == ["appdb"]
+    admin(tb, "PAUSE appdb_ro")
+    paused = {r["route"]: r["paused"] for r in admin(tb, "SHOW POOLS")[1]}
+    assert paused == {"rw": "no", "ro": "yes"}
+    admin(tb, "RESUME appdb_ro")
+    assert tb.psql("SELECT 1", ro=True).stdout.strip() == "1"
+
+
 def test_shutdown_command_exits_cleanly(tokenbouncer):
     tb = tokenbouncer(ADMIN)
     admin(tb, "SHUTDOWN")

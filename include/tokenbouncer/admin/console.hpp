@@ -95,6 +95,9 @@ public:
 private:
     awaitable<std::string> run(const command& c, bool admin);
     std::vector<pool::pool*> pools_named(const std::string& name) const;
+    // The pool's name in SHOW POOLS, STATS and DATABASES: its database, "<database>_ro" for the
+    // read-only route of the same database.
+    std::string pool_label(const pool::pool& p) const;
     std::string show_pools(const connections& c) const;
     std::string show_stats() const;
     std::string show_clients(const connections& c) const;
