@@ -11,12 +11,14 @@
 
 #include <atomic>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "tokenbouncer/admin/console.hpp"
+#include "tokenbouncer/config/auth_file.hpp"
 #include "tokenbouncer/admin/endpoints.hpp"
 #include "tokenbouncer/auth/token_cache.hpp"
 #include "tokenbouncer/http/server.hpp"
@@ -25,6 +27,7 @@
 #include "tokenbouncer/session/context.hpp"
 #include "tokenbouncer/upstream/credential.hpp"
 #include "tokenbouncer/util/log.hpp"
+#include "tokenbouncer/util/secret.hpp"
 #include "tokenbouncer/util/sd_notify.hpp"
 
 namespace tokenbouncer::app {
@@ -57,62 +60,26 @@ std::string effective_log_level(const config::settings& s, int verbosity)
     return s.log_level;
 }
 
-// PgBouncer's auth_file: lines of "user" "secret"; secret is a SCRAM verifier or a clear password.
+// PgBouncer's auth_file (config/auth_file.hpp).
 std::shared_ptr<session::auth_users> load_auth_file(const std::string& path, std::string& error)
 {
-    auto users = std::make_shared<session::auth_users>();
     if (path.empty())
-        return users;
-    std::ifstream in(path);
+        return std::make_shared<session::auth_users>();
+    std::ifstream in(path, std::ios::binary);
     if (!in)
     {
         error = "cannot read auth_file \"" + path + "\"";
         return nullptr;
     }
-    std::string line;
-    int n = 0;
-    while (std::getline(in, line))
+    std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    auto users = config::parse_auth_file(text);
+    wipe_string(text);  // clear-text passwords may be in it
+    if (!users)
     {
-        ++n;
-        std::size_t i = 0;
-        auto skip_ws = [&] {
-            while (i < line.size() && (line[i] == ' ' || line[i] == '\t'))
-                ++i;
-        };
-        auto quoted = [&](std::string& out) {
-            skip_ws();
-            if (i >= line.size() || line[i] != '"')
-                return false;
-            ++i;
-            for (; i < line.size(); ++i)
-            {
-                if (line[i] == '"')
-                {
-                    if (i + 1 < line.size() && line[i + 1] == '"')
-                    {
-                        out.push_back('"');
-                        ++i;
-                        continue;
-                    }
-                    ++i;
-                    return true;
-                }
-                out.push_back(line[i]);
-            }
-            return false;
-        };
-        skip_ws();
-        if (i >= line.size() || line[i] == ';' || line[i] == '#')
-            continue;
-        std::string user, secret_text;
-        if (!quoted(user) || !quoted(secret_text))
-        {
-            error = "auth_file \"" + path + "\" line " + std::to_string(n) + ": expected \"user\" \"password\"";
-            return nullptr;
-        }
-        (*users)[user] = secret_text;
+        error = "auth_file \"" + path + "\" " + users.error();
+        return nullptr;
     }
-    return users;
+    return std::make_shared<session::auth_users>(std::move(*users));
 }
 
 class application

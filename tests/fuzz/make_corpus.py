@@ -229,6 +229,17 @@ http_response = {
     "http_1_0": b"\0" + b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
 }
 
+# --- auth_file ---------------------------------------------------------------------------------
+auth_file = {
+    "scram": b'"kong" "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$J1AE6Bg1X6rrhvW6ZvOOqIEG+UHBTHYAymIaAX/DBaY=:'
+             b'l3Hn6jWqD3IxdU6aOLTQ3JT2LbHgA6SRMtI0qfTpdVQ="\n',
+    "clear_and_comments": b'; PgBouncer auth_file\n# a comment\n\n"ops" "clear-text password"\n'
+                          b'  "we""ird" "pa""ss"\r\n',
+    "md5_style": b'"legacy" "md5d3b07384d113edec49eaa6238ad5ff00"\n',
+    "bad_line": b'"kong" "ok"\nkong password\n',
+    "unterminated": b'"kong" "no end\n',
+}
+
 CORPORA = {
     "startup": startup,
     "frontend": frontend,
@@ -237,6 +248,7 @@ CORPORA = {
     "config": config,
     "token_reply": token_reply,
     "http_response": http_response,
+    "auth_file": auth_file,
 }
 
 

@@ -23,6 +23,7 @@ void scram(std::string_view input);
 void config(std::string_view input);
 void token_reply(std::string_view input);
 void http_response(std::string_view input);
+void auth_file(std::string_view input);
 
 // A broken invariant. Under libFuzzer: abort, so the input is saved as a crash. In the unit tests:
 // an exception, so Catch2 names the file.

@@ -53,4 +53,5 @@ TEST_CASE("fuzz corpora and regressions replay cleanly", "[fuzz]")
     CHECK(replay("config", fz::config) > 0);
     CHECK(replay("token_reply", fz::token_reply) > 0);
     CHECK(replay("http_response", fz::http_response) > 0);
+    CHECK(replay("auth_file", fz::auth_file) > 0);
 }
