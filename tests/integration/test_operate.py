@@ -431,3 +431,17 @@ def test_json_logs_parse_line_by_line(tokenbouncer):
     refused = [r for r in records if "nosuchdb" in r["message"]]
     assert refused and refused[0]["conn"].startswith("c")
     assert any(r.get("route") in ("rw", "ro") for r in records), "no line carries its route"
+
+
+def test_json_logs_of_token_events_carry_identity_and_fingerprint(tokenbouncer, azure):
+    azure.clear_misbehaviour()
+    azure.token_lifetime = 3600
+    tb = tokenbouncer(dict(pg_azure_auth="on", pg_azure_client_id=MI, pg_password=None, pg_user="mi_role",
+                           azure_imds_endpoint=azure.imds_endpoint, log_format="json"))
+    assert tb.psql("SELECT current_user").stdout.strip() == "mi_role"
+    records = [json.loads(line) for line in tb.log().splitlines() if line.strip()]
+    events = [r for r in records if "authenticated to azure" in r["message"]]
+    assert len(events) == 1, records
+    assert events[0]["identity"] == f"managed identity (IMDS), client_id {MI}"
+    assert events[0]["fingerprint"] == token_fingerprint(azure.issued[-1]["token"])
+    assert azure.issued[-1]["token"] not in tb.log()
