@@ -119,7 +119,7 @@ client_info client_session::info() const
     auto it = wanted_.find("application_name");
     if (it != wanted_.end())
         i.application_name = it->second;
-    i.logged_in = logged_in_ && pool_ != nullptr;
+    i.logged_in = logged_in_ && (pool_ != nullptr || admin_session_);  // not a CancelRequest
     i.state = server_ ? "active" : waiting_ ? "waiting" : "idle";
     if (server_)
         i.server = server_->info("active", id_);

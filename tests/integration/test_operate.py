@@ -146,6 +146,8 @@ def test_every_show_command_answers_with_pgbouncer_columns(tokenbouncer):
         cols, rows = admin(tb, "SHOW CLIENTS;")
         assert cols[:len(CONN_COLUMNS)] == CONN_COLUMNS
         client = [r for r in rows if r["application_name"] == "checkout-api"][0]
+        # The console's own session is a client too, as in PgBouncer.
+        assert [(r["user"], r["state"]) for r in rows if r["database"] == "tokenbouncer"] == [("ops", "idle")]
         assert client["type"] == "C" and client["user"] == "kong" and client["database"] == "appdb"
         assert client["state"] == "active" and client["addr"] == "127.0.0.1" and client["link"].startswith("s")
 
