@@ -478,6 +478,9 @@ void application::finish()
 awaitable<void> application::signal_loop()
 {
     asio::signal_set signals(control_, SIGHUP, SIGTERM, SIGINT);
+    // PgBouncer's SIGUSR1 (PAUSE) and SIGUSR2 (RESUME), for every pool.
+    signals.add(SIGUSR1);
+    signals.add(SIGUSR2);
     for (;;)
     {
         auto [ec, sig] = co_await signals.async_wait(use_nothrow);
@@ -487,6 +490,15 @@ awaitable<void> application::signal_loop()
         {
             spdlog::info("SIGHUP: reloading the configuration");
             asio::co_spawn(control_, reload(), asio::detached);
+            continue;
+        }
+        if (sig == SIGUSR1 || sig == SIGUSR2)
+        {
+            spdlog::info("{}: {} every pool", sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2",
+                         sig == SIGUSR1 ? "pausing" : "resuming");
+            for (auto* p : {state_.rw_pool.get(), state_.ro_pool.get()})
+                if (p)
+                    (sig == SIGUSR1 ? p->pause() : p->resume());
             continue;
         }
         if (stopping_)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -231,6 +232,16 @@ def test_pause_resume_reconnect_reload(tokenbouncer):
     admin(tb, "RESUME")
     t.join(10)
     assert result["out"] == "42"
+
+    # PgBouncer's signals for the same.
+    tb.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while admin(tb, "SHOW POOLS")[1][0]["paused"] != "yes":
+        assert time.monotonic() < deadline, "SIGUSR1 did not pause the pool"
+    tb.signal(signal.SIGUSR2)
+    while admin(tb, "SHOW POOLS")[1][0]["paused"] != "no":
+        assert time.monotonic() < deadline, "SIGUSR2 did not resume the pool"
+    assert tb.psql("SELECT 7").stdout.strip() == "7"
 
     admin(tb, "RECONNECT rw")
     deadline = time.monotonic() + 10
