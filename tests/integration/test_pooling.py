@@ -401,3 +401,335 @@ def test_kong_migrations_style_in_transaction_mode(tokenbouncer):
             COMMIT;""")
         assert conn.execute("SELECT owner FROM kong_locks WHERE key = 'migrations'").fetchone() == ("node-1",)
         conn.execute("BEGIN; DROP TABLE kong_locks; COMMIT;")
+
+
+# --- Pool sizing and timeout keys, one test each, observed from the client and from PostgreSQL ---
+
+from harness import error_fields, raw_login, read_message  # noqa: E402
+
+
+def _admin_value(pg, sql, params=None):
+    """One value from PostgreSQL, asked as the superuser over the Unix socket (faster than psql)."""
+    with psycopg.connect(f"host={pg.sockdir} port={pg.port} user=postgres dbname=postgres", autocommit=True) as c:
+        return c.execute(sql, params).fetchone()[0]
+
+
+def _backends(pg, user="app"):
+    return _admin_value(pg, "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND "
+                            "backend_type = 'client backend'", (user,))
+
+
+def _backend_pids(pg, user="app"):
+    with psycopg.connect(f"host={pg.sockdir} port={pg.port} user=postgres dbname=postgres", autocommit=True) as c:
+        return {r[0] for r in c.execute("SELECT pid FROM pg_stat_activity WHERE usename = %s AND "
+                                        "backend_type = 'client backend'", (user,))}
+
+
+def _poll(cond, timeout, interval=0.05):
+    """Polls cond() until it is true or timeout seconds have passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def _settle(pg, *users):
+    """Waits until the server connections of earlier tests' (killed) tokenbouncers are gone."""
+    for user in users or ("app",):
+        assert _poll(lambda: _backends(pg, user) == 0, 10), f"backends of {user} left over from an earlier test"
+
+
+def test_min_pool_size_opens_and_keeps_server_connections(tokenbouncer, pg):
+    _settle(pg)
+    tb = tokenbouncer({"min_pool_size": 3, "server_idle_timeout": 1})
+    # No client has connected: housekeeping alone opens min_pool_size connections.
+    assert _poll(lambda: _backends(pg) == 3, 5), _backends(pg)
+    prefilled = _backend_pids(pg)
+    with connect(tb) as c:  # a client is served by one of them
+        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] in prefilled
+    # More clients than min_pool_size at once, then all leave: server_idle_timeout closes the extra
+    # connections but keeps min_pool_size of them.
+    barrier = threading.Barrier(5, timeout=10)
+
+    def client(i):
+        with connect(tb) as conn:
+            conn.execute("SELECT 1")
+            barrier.wait()  # all five hold a server connection (session mode)
+
+    assert run_clients(5, client) == []
+    assert _poll(lambda: _backends(pg) == 3, 5), _backends(pg)
+    # They stay for longer than server_idle_timeout (and min_pool_size does not open more).
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert _backends(pg) == 3
+        time.sleep(0.1)
+
+
+def test_reserve_pool_after_reserve_pool_timeout(tokenbouncer, pg):
+    _settle(pg)
+    tb = tokenbouncer({"pool_mode": "transaction", "default_pool_size": 1, "reserve_pool_size": 1,
+                       "reserve_pool_timeout": 1, "query_wait_timeout": 20})
+    sampler = BackendSampler(pg)
+    holder = connect(tb, autocommit=False)
+    second = connect(tb, autocommit=False)
+    try:
+        holder_pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]  # holds the pool's only connection
+        started = time.monotonic()
+        second_pid = second.execute("SELECT pg_backend_pid()").fetchone()[0]  # served by the reserve...
+        waited = time.monotonic() - started
+        assert 0.9 <= waited < 3, waited  # ...after about reserve_pool_timeout
+        assert second_pid != holder_pid
+        # Pool and reserve are both in a transaction: a third client waits, with no third connection,
+        # until one of them is released.
+        result = {}
+
+        def third():
+            with connect(tb) as c:
+                result["pid"] = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+        t = threading.Thread(target=third)
+        t.start()
+        time.sleep(1.75)  # longer than reserve_pool_timeout plus a housekeeping round
+        assert t.is_alive() and "pid" not in result
+        holder.commit()
+        t.join(5)
+        assert result.get("pid") in (holder_pid, second_pid)
+        second.commit()
+    finally:
+        holder.close()
+        second.close()
+    assert sampler.stop() == 2
+
+
+def test_max_db_connections_caps_pool_and_reserve(tokenbouncer, pg):
+    _settle(pg)
+    tb = tokenbouncer({"pool_mode": "transaction", "default_pool_size": 5, "max_db_connections": 2,
+                       "reserve_pool_size": 2, "reserve_pool_timeout": "100ms"})
+    sampler = BackendSampler(pg)
+
+    def client(i):
+        with connect(tb, autocommit=False) as conn:
+            for _ in range(8):
+                conn.execute("SELECT pg_sleep(0.05)")
+                conn.commit()
+
+    errors = run_clients(6, client)
+    peak = sampler.stop()
+    assert errors == []
+    assert peak == 2  # used, and never more (clients waited longer than reserve_pool_timeout)
+
+
+def _raw_query(sock, sql):
+    """Runs one simple query on a raw_login socket; returns the transaction status of its ReadyForQuery."""
+    q = sql.encode() + b"\0"
+    sock.sendall(b"Q" + (len(q) + 4).to_bytes(4, "big") + q)
+    while True:
+        kind, body = read_message(sock)
+        assert kind != b"E", error_fields(body)
+        if kind == b"Z":
+            return body
+
+
+def _raw_wait_error(sock):
+    """Waits for the ErrorResponse tokenbouncer sends on its own; returns (its fields, seconds waited)."""
+    started = time.monotonic()
+    try:
+        kind, body = read_message(sock)
+    except TimeoutError:
+        raise AssertionError(f"no error and no close within {time.monotonic() - started:.1f} s") from None
+    assert kind == b"E", (kind, body)
+    return error_fields(body), time.monotonic() - started
+
+
+def test_client_idle_timeout_closes_idle_clients_only(tokenbouncer):
+    tb = tokenbouncer({"pool_mode": "transaction", "client_idle_timeout": 1})
+    idle, err = raw_login(tb.port, timeout=5)
+    lazy = connect(tb)
+    outcome = {}
+
+    def active():
+        # Queries every 0.2 s, and one running longer than the timeout: never idle for 1 s.
+        try:
+            with connect(tb) as c:
+                until = time.monotonic() + 2.5
+                while time.monotonic() < until:
+                    c.execute("SELECT 1")
+                    time.sleep(0.2)
+                c.execute("SELECT pg_sleep(1.5)")
+                outcome["active"] = c.execute("SELECT 'still here'").fetchone()[0]
+        except Exception as e:  # noqa: BLE001
+            outcome["active"] = repr(e)
+
+    t = threading.Thread(target=active)
+    t.start()
+    try:
+        assert err is None
+        assert _raw_query(idle, "SELECT 1") == b"I"  # a client that has worked, then idles
+        lazy.execute("SELECT 1")
+        fields, waited = _raw_wait_error(idle)  # tokenbouncer speaks first: the error, then it closes
+        assert fields["S"] == "FATAL" and fields["C"] == "57P01", fields
+        assert "client_idle_timeout" in fields["M"], fields
+        assert 0.9 <= waited < 3, waited
+        assert idle.recv(1) == b""
+        # A libpq client sees the message at its next query (libpq reads it as a connection
+        # failure, so psycopg gives no sqlstate).
+        assert _poll(lambda: tb.log().count("idle longer than client_idle_timeout") >= 2, 5)
+        with pytest.raises(psycopg.OperationalError) as e:
+            lazy.execute("SELECT 1")
+        assert "idle longer than client_idle_timeout" in str(e.value)
+    finally:
+        idle.close()
+        lazy.close()
+        t.join(10)
+    assert outcome.get("active") == "still here", outcome
+
+
+def test_idle_transaction_timeout_rolls_back_and_returns_a_clean_server(tokenbouncer, pg):
+    tb = tokenbouncer({"pool_mode": "transaction", "default_pool_size": 1, "idle_transaction_timeout": 1})
+    with connect(tb) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS idle_txn (x text)")
+        c.execute("TRUNCATE idle_txn")
+
+    def idle_in_transaction():
+        return _admin_value(pg, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' "
+                                "AND state LIKE 'idle in transaction%%'")
+
+    victim, err = raw_login(tb.port, timeout=5)
+    try:
+        assert err is None
+        assert _raw_query(victim, "BEGIN; INSERT INTO idle_txn VALUES ('uncommitted')") == b"T"
+        assert idle_in_transaction() == 1
+        fields, waited = _raw_wait_error(victim)
+        assert fields["S"] == "FATAL" and fields["C"] == "57P01", fields
+        assert "idle_transaction_timeout" in fields["M"], fields
+        assert 0.9 <= waited < 3, waited
+        assert victim.recv(1) == b""
+    finally:
+        victim.close()
+    assert _poll(lambda: idle_in_transaction() == 0, 5)
+    with connect(tb) as c:
+        assert c.execute("SELECT count(*) FROM idle_txn").fetchone() == (0,)  # rolled back
+        # Not inside the old transaction: a fresh one per statement, no transaction id assigned.
+        assert c.execute("SELECT now() = statement_timestamp(), pg_current_xact_id_if_assigned() IS NULL"
+                         ).fetchone() == (True, True)
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    # An idle client outside a transaction is left alone (client_idle_timeout is 0).
+    with connect(tb) as c:
+        c.execute("SELECT 1")
+        time.sleep(1.5)
+        assert c.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_server_idle_timeout_closes_unused_server_connections(tokenbouncer, pg):
+    _settle(pg)
+    tb = tokenbouncer({"server_idle_timeout": 1})
+    staying = connect(tb)
+    try:
+        staying_pid = staying.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with connect(tb) as leaving:
+            leaving.execute("SELECT 1")
+        left = time.monotonic()
+        assert _backends(pg) == 2
+        assert _poll(lambda: _backends(pg) == 1, 5), _backends(pg)
+        waited = time.monotonic() - left
+        assert 0.9 <= waited < 3, waited
+        # The connection of a client still connected (session mode) is in use, not idle: it stays.
+        assert _backend_pids(pg) == {staying_pid}
+        assert staying.execute("SELECT pg_backend_pid()").fetchone()[0] == staying_pid
+    finally:
+        staying.close()
+    assert _poll(lambda: _backends(pg) == 0, 5), _backends(pg)
+
+
+def test_server_lifetime_replaces_connections_in_transaction_mode(tokenbouncer, pg):
+    tb = tokenbouncer({"pool_mode": "transaction", "default_pool_size": 1, "server_lifetime": 1})
+    seen = []  # (pid, first time seen)
+    with connect(tb) as c:
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+            if not seen or seen[-1][0] != pid:
+                seen.append((pid, time.monotonic()))
+            time.sleep(0.05)
+    pids = [p for p, _ in seen]
+    assert len(set(pids)) == len(pids)  # a replaced connection never comes back
+    assert 2 <= len(pids) <= 4, seen  # about one per second of traffic
+    spans = [b - a for (_, a), (_, b) in zip(seen, seen[1:])]
+    assert all(0.5 < s < 2 for s in spans), spans
+    # Replaced connections are closed, not leaked.
+    assert _poll(lambda: not (_backend_pids(pg) & set(pids[:-1])), 5)
+
+
+def test_pg_ro_pool_size_limits_the_ro_route_only(tokenbouncer, pg):
+    # The ro route logs in as another role, so that its backends can be told from the rw route's.
+    _settle(pg, "app", "scramuser")
+    tb = tokenbouncer({"pool_mode": "transaction", "default_pool_size": 4, "pg_ro_host": "localhost",
+                       "pg_ro_pool_size": 1, "pg_ro_user": "scramuser", "pg_ro_password": "scram-secret"})
+    ro_sampler = BackendSampler(pg, user="scramuser")
+    rw_sampler = BackendSampler(pg, user="app")
+    barrier = threading.Barrier(4, timeout=15)
+
+    def ro_client(i):
+        with psycopg.connect(tb.dsn(ro=True)) as conn:
+            for _ in range(5):
+                assert conn.execute("SELECT pg_sleep(0.05), current_user").fetchone()[1] == "scramuser"
+                conn.commit()
+
+    def rw_client(i):
+        with psycopg.connect(tb.dsn()) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("app",)  # in a transaction now
+            barrier.wait()  # all four hold a server connection at once
+            conn.commit()
+
+    errors = []
+    threads = [threading.Thread(target=lambda: errors.extend(run_clients(4, ro_client))),
+               threading.Thread(target=lambda: errors.extend(run_clients(4, rw_client)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ro_peak, rw_peak = ro_sampler.stop(), rw_sampler.stop()
+    assert errors == []
+    assert ro_peak == 1
+    assert rw_peak == 4
+
+
+CHECK_COUNTER = ("SELECT set_config('tb.checks', (coalesce(nullif(current_setting('tb.checks', true), ''), '0')"
+                 "::int + 1)::text, false)")
+
+
+def test_server_check_query_runs_after_server_check_delay_of_idleness(tokenbouncer):
+    # The check query counts its runs in a session variable of the server connection, which the
+    # client reads (transaction mode: no server_reset_query clears it).
+    tb = tokenbouncer({"pool_mode": "transaction", "default_pool_size": 1, "server_check_delay": 1,
+                       "server_check_query": CHECK_COUNTER})
+    with connect(tb) as c:
+        def checks():
+            return int(c.execute("SELECT current_setting('tb.checks', true)").fetchone()[0] or 0)
+
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert checks() == 0  # a fresh connection is not checked
+        # Continuous traffic for longer than server_check_delay, from two clients sharing the one
+        # connection (handed straight from one to the other): no check.
+        stop = time.monotonic() + 1.5
+
+        def other():
+            with connect(tb) as d:
+                while time.monotonic() < stop:
+                    d.execute("SELECT 1")
+
+        t = threading.Thread(target=other)
+        t.start()
+        while time.monotonic() < stop:
+            c.execute("SELECT 1")
+        t.join()
+        # A transaction longer than the delay, then the next use at once: the delay counts from the
+        # last use, not from when the connection was taken.
+        c.execute("SELECT pg_sleep(1.2)")
+        assert checks() == 0
+        time.sleep(1.3)  # idle for longer than server_check_delay
+        assert checks() == 1
+        assert checks() == 1  # just used: no check
+        assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
