@@ -114,7 +114,8 @@ const key_info global_keys[] = {
     {"server_connect_timeout", key_type::duration, "15", {}, 100 * ms, day, true,
      "Time allowed for connect, TLS and login upstream."},
     {"server_login_retry", key_type::duration, "15", {}, 0, day, true,
-     "After a login the upstream refused or that timed out, new clients fail at once for this long; 0: off."},
+     "After a login the upstream refused (other than 57P03: starting or shutting down) or that timed out, new "
+     "clients fail at once for this long; 0: off."},
     {"query_wait_timeout", key_type::duration, "120", {}, 0, big, true,
      "How long a client waits for a server connection; 0: forever."},
     {"client_idle_timeout", key_type::duration, "0", {}, 0, big, true,

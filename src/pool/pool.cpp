@@ -175,7 +175,10 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::login_new(const client_
         if (pool_level)
         {
             last_failure_ = f.error;
-            if ((f.refused_by_server || f.timed_out) && limits_.server_login_retry.count() > 0)
+            // A server that is starting or stopping (57P03, as in a restart) is back in a moment:
+            // the next client tries again instead of getting this error for server_login_retry.
+            bool restarting = f.error.code == sqlstate::cannot_connect_now;
+            if ((f.refused_by_server || f.timed_out) && !restarting && limits_.server_login_retry.count() > 0)
                 failing_until_ = clock::now() + limits_.server_login_retry;
             fail_waiters_locked(f.error);
         }
