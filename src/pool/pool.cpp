@@ -523,14 +523,23 @@ bool pool::paused() const
     return paused_;
 }
 
-void pool::fill_min_pool_size_locked()
+int pool::reserve_min_pool_size_locked()
 {
     if (paused_ || closed_ || clock::now() < failing_until_)
-        return;
-    int missing = limits_.min_pool_size - total_;
-    for (int i = 0; i < missing && total_ < limit_locked(false); ++i)
+        return 0;
+    int n = 0;
+    while (total_ < limits_.min_pool_size && total_ < limit_locked(false))
     {
         ++total_;
+        ++n;
+    }
+    return n;
+}
+
+void pool::open_for_min_pool_size(int n)
+{
+    // Not under mu_: co_spawn may run the coroutine at once, and login_new takes mu_.
+    for (int i = 0; i < n; ++i)
         asio::co_spawn(
             background_,
             [self = shared_from_this()]() -> awaitable<void> {
@@ -541,12 +550,12 @@ void pool::fill_min_pool_size_locked()
                     self->release(std::move(*s), true);
             },
             asio::detached);
-    }
 }
 
 void pool::housekeeping()
 {
     std::vector<std::unique_ptr<server_conn>> to_close;
+    int warm = 0;
     {
         std::lock_guard lock(mu_);
         auto now = clock::now();
@@ -581,10 +590,11 @@ void pool::housekeeping()
                 ++it;
             }
         }
-        fill_min_pool_size_locked();
+        warm = reserve_min_pool_size_locked();
     }
     for (auto& s : to_close)
         close_on_own_thread(std::move(s));
+    open_for_min_pool_size(warm);
 }
 
 void pool::close_all(const pg_error& why)

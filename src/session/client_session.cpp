@@ -65,7 +65,8 @@ client_session::client_session(shared_state& state, net::socket_type sock, liste
       id_(state.next_client_id.fetch_add(1, std::memory_order_relaxed)),
       client_scanner_(settings_->max_packet_size),
       server_scanner_(protocol::max_message_length),
-      pump_done_(client_.get_executor())
+      pump_done_(client_.get_executor()),
+      idle_timer_(client_.get_executor())
 {
     if (log::json_enabled())
         log::remember_route(tag(), where_.ro ? "ro" : "rw");
@@ -683,6 +684,11 @@ protocol::scan_action client_session::on_server_message(char type, std::uint32_t
         auto now = pool::clock::now();
         if (outstanding_ == 0)
         {
+            if (reading_client_)
+            {
+                idle_since_ = now;  // the answer is in: the client's silence counts from here
+                arm_idle_timer();
+            }
             auto q = std::chrono::duration_cast<std::chrono::microseconds>(now - query_started_);
             c.query_seconds.observe(q);
             c.query_time_us.fetch_add(static_cast<std::uint64_t>(q.count()), std::memory_order_relaxed);
@@ -1033,6 +1039,25 @@ awaitable<void> client_session::unlink_at_end()
     pool_->release(std::move(server_), clean);
 }
 
+void client_session::arm_idle_timer()
+{
+    const auto& s = *settings_;
+    auto limit = txn_status_ == 'I' ? s.client_idle_timeout : s.idle_transaction_timeout;
+    if (limit.count() <= 0)
+        return;
+    idle_timer_.expires_at(idle_since_ + limit);
+    idle_timer_.async_wait([self = shared_from_this(), limit](error_code e) {
+        // Still silent, nothing outstanding, for the whole limit (a handler that was already
+        // queued when a new wait began sees the new idle_since_): the wait for the client ends.
+        if (!e && self->reading_client_ && self->outstanding_ == 0 &&
+            pool::clock::now() >= self->idle_since_ + limit)
+        {
+            self->idle_fired_ = true;
+            self->client_.cancel();
+        }
+    });
+}
+
 awaitable<void> client_session::relay()
 {
     c2s_.append(leftover_);
@@ -1053,40 +1078,28 @@ awaitable<void> client_session::relay()
             break;
         }
         c2s_.ensure();
-        // client_idle_timeout / idle_transaction_timeout, when set, bound the wait for the client.
-        std::chrono::milliseconds idle_limit{0};
-        if (c2s_.size() == 0 && outstanding_ == 0)
+        // client_idle_timeout / idle_transaction_timeout bound the wait for the client.
+        reading_client_ = c2s_.size() == 0;
+        if (reading_client_ && outstanding_ == 0)
         {
-            if (txn_status_ == 'I' && s.client_idle_timeout.count() > 0)
-                idle_limit = s.client_idle_timeout;
-            else if (txn_status_ != 'I' && s.idle_transaction_timeout.count() > 0)
-                idle_limit = s.idle_transaction_timeout;
-        }
-        std::optional<asio::steady_timer> idle_timer;
-        bool idle_fired = false;
-        if (idle_limit.count() > 0)
-        {
-            idle_timer.emplace(client_.get_executor(), idle_limit);
-            idle_timer->async_wait([this, &idle_fired](error_code e) {
-                if (!e)
-                {
-                    idle_fired = true;
-                    client_.cancel();
-                }
-            });
+            idle_since_ = pool::clock::now();
+            arm_idle_timer();
         }
         std::size_t space = c2s_.space();
         auto [ec, n] = co_await client_.read_some(c2s_.tail(), space);
-        if (idle_timer)
-            idle_timer->cancel();
-        if (idle_fired)
+        reading_client_ = false;
+        idle_timer_.cancel();
+        if (idle_fired_)
         {
             reason = end_reason::timeout;
-            std::string which = txn_status_ == 'I' ? "client_idle_timeout" : "idle_transaction_timeout";
+            // PostgreSQL's own codes for its idle_session_timeout and idle_in_transaction_session_timeout.
+            bool in_txn = txn_status_ != 'I';
+            std::string which = in_txn ? "idle_transaction_timeout" : "client_idle_timeout";
             spdlog::info("{}: closing: idle longer than {}", tag(), which);
             if (!pump_running_ || outstanding_ == 0)
-                co_await send_error(
-                    pg_error::fatal(sqlstate::admin_shutdown, "terminating connection: idle longer than " + which));
+                co_await send_error(pg_error::fatal(
+                    in_txn ? sqlstate::idle_in_transaction_session_timeout : sqlstate::idle_session_timeout,
+                    "terminating connection: idle longer than " + which));
             break;
         }
         if (ec)

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from harness import first_error, free_port
+from harness import PG_BIN, first_error, free_port
 
 
 def connect(tb, autocommit=True, **kw):
@@ -348,6 +348,30 @@ def test_upstream_restart(tokenbouncer, pg):
             assert c.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_a_server_shutting_down_does_not_block_logins_once_it_is_back(tokenbouncer, pg):
+    # During a restart the server answers 57P03 "the database system is shutting down"; that
+    # must not keep new clients out for server_login_retry (15 s) once it is back.
+    tb = tokenbouncer({"server_login_retry": 60})
+    holder = psycopg.connect(f"host={pg.sockdir} port={pg.port} user=postgres dbname=postgres")
+    stopper = subprocess.Popen(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", pg.data, "-m", "smart",
+                                "-w", "-t", "60", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # a smart shutdown waits for `holder`, refusing new logins meanwhile
+            r = tb.psql("SELECT 1", check=False)
+            if "shutting down" in r.stderr:
+                break
+            assert time.monotonic() < deadline, r.stderr
+            time.sleep(0.05)
+    finally:
+        holder.close()
+        stopper.wait(60)
+        pg.start()
+    back = time.monotonic()
+    assert tb.psql("SELECT 1").stdout.strip() == "1"
+    assert time.monotonic() - back < 5
+
+
 def test_upstream_down_then_back(tokenbouncer, pg):
     tb = tokenbouncer()
     assert tb.psql("SELECT 1").stdout.strip() == "1"
@@ -569,7 +593,7 @@ def test_client_idle_timeout_closes_idle_clients_only(tokenbouncer):
         assert _raw_query(idle, "SELECT 1") == b"I"  # a client that has worked, then idles
         lazy.execute("SELECT 1")
         fields, waited = _raw_wait_error(idle)  # tokenbouncer speaks first: the error, then it closes
-        assert fields["S"] == "FATAL" and fields["C"] == "57P01", fields
+        assert fields["S"] == "FATAL" and fields["C"] == "57P05", fields  # PostgreSQL's idle_session_timeout
         assert "client_idle_timeout" in fields["M"], fields
         assert 0.9 <= waited < 3, waited
         assert idle.recv(1) == b""
@@ -602,7 +626,7 @@ def test_idle_transaction_timeout_rolls_back_and_returns_a_clean_server(tokenbou
         assert _raw_query(victim, "BEGIN; INSERT INTO idle_txn VALUES ('uncommitted')") == b"T"
         assert idle_in_transaction() == 1
         fields, waited = _raw_wait_error(victim)
-        assert fields["S"] == "FATAL" and fields["C"] == "57P01", fields
+        assert fields["S"] == "FATAL" and fields["C"] == "25P03", fields  # idle_in_transaction_session_timeout
         assert "idle_transaction_timeout" in fields["M"], fields
         assert 0.9 <= waited < 3, waited
         assert victim.recv(1) == b""

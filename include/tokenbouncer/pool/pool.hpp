@@ -178,7 +178,9 @@ private:
     void close_on_own_thread(std::unique_ptr<server_conn> s);
     awaitable<pg_result<std::unique_ptr<server_conn>>> login_new(const client_parameters& client, std::string client_tag);
     awaitable<bool> prepare_for_use(server_conn& s);
-    void fill_min_pool_size_locked();
+    // min_pool_size: takes the slots of the connections to open (under mu_), then opens them.
+    int reserve_min_pool_size_locked();
+    void open_for_min_pool_size(int n);
 
     const std::string name_;
     const asio::any_io_executor background_;

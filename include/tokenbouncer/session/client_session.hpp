@@ -182,6 +182,15 @@ private:
     asio::steady_timer pump_done_;
     std::optional<pg_error> server_failure_;
 
+    // client_idle_timeout / idle_transaction_timeout: the client has been silent, with nothing
+    // outstanding, since idle_since_; armed when the wait starts and again when the server's last
+    // ReadyForQuery arrives during it.
+    asio::steady_timer idle_timer_;
+    pool::clock::time_point idle_since_{};
+    bool reading_client_ = false;  // relay() waits for the client with an empty buffer
+    bool idle_fired_ = false;
+    void arm_idle_timer();
+
     // Transaction mode with max_prepared_statements > 0.
     bool tracking_ = false;
     protocol::statement_tracker tracker_{0};
