@@ -24,9 +24,9 @@ from fake_azure import FakeAzure, pg_role_syncer  # noqa: E402
 RW_ID = "11111111-1111-1111-1111-111111111111"  # managed identity of the read-write route -> role app
 RO_ID = "55555555-5555-5555-5555-555555555555"  # managed identity of the read-only route -> role ro_role
 SERVER_LIFETIME = 30
-# After a refused login (PostgreSQL answers 57P03 "shutting down" / "starting up" while it restarts)
-# tokenbouncer fails new clients at once for server_login_retry (PgBouncer does the same): the
-# restart window therefore lasts until this long (plus --grace) after PostgreSQL is back.
+# While PostgreSQL restarts it answers 57P03 ("shutting down" / "starting up"); tokenbouncer does
+# not hold that against the next logins (server_login_retry applies to other refusals), so the
+# restart window lasts until --grace seconds after PostgreSQL is back.
 LOGIN_RETRY = 15
 
 # name, read-only port?, pgbench options (besides -n -T), clients
@@ -169,8 +169,8 @@ def main():
         seconds = int(opts.minutes * 60)
         print(f"soak: {opts.minutes:g} min of mixed pgbench load through tokenbouncer (pid {pid}), tokens living "
               f"{opts.token_lifetime} s, PostgreSQL 15 restarted every {opts.restart_every} s, chunks of "
-              f"{opts.chunk} s; restart window = from the restart until server_login_retry ({LOGIN_RETRY} s) + "
-              f"{opts.grace} s after PostgreSQL is back; {os.cpu_count()} CPU(s)")
+              f"{opts.chunk} s; restart window = from the restart until {opts.grace} s after PostgreSQL is back; "
+              f"{os.cpu_count()} CPU(s)")
         print("load per chunk: " + "; ".join(f"{n} pgbench {' '.join(a)}{' (ro port)' if ro else ''}"
                                             for n, ro, a, _ in LOADS))
         rss_start = tb.rss_kib()
@@ -192,7 +192,7 @@ def main():
             # pgbench gives up at once when its first connection fails: keep the chunks' rhythm.
             time.sleep(max(0.0, start + length - time.monotonic()))
             stop = time.monotonic()
-            windows = restarter.overlaps(start, stop, LOGIN_RETRY + opts.grace) if restarter else []
+            windows = restarter.overlaps(start, stop, opts.grace) if restarter else []
             if tb.proc.poll() is not None:
                 died = f"tokenbouncer exited with {tb.proc.returncode} during {clock(start, t0)}-{clock(stop, t0)}"
             sample = tb.rss_kib() if died is None else 0

@@ -3,9 +3,7 @@
 # Entra tokens from the fake token service (tests/fake_azure) that expire quickly and an upstream
 # PostgreSQL 15 restart at a fixed interval. The load runs in consecutive chunks so that failures
 # are attributed to time windows; a chunk that overlaps a restart window is counted separately.
-# A restart window lasts from the restart until server_login_retry (15 s: after a refused login
-# new clients fail at once for that long, like PgBouncer) plus --grace seconds after PostgreSQL is
-# back.
+# A restart window lasts from the restart until --grace seconds after PostgreSQL is back.
 #
 #   scripts/soak.sh [--minutes N] [--token-lifetime S] [--restart-every S]
 #                   [--chunk S] [--grace S] [--scale N] [--rate TPS]
