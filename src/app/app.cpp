@@ -2,10 +2,13 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
 
@@ -50,6 +53,33 @@ struct listening
     worker* owner;          // null: connections are spread over the workers
     session::listener_info info;
 };
+
+// Asio's reactor keeps the state of every descriptor it has seen (about 170 bytes each) for
+// reuse and never frees it. Allocated one by one as clients arrive, these end up scattered
+// between the sessions' memory, and after a crowd of clients leaves they pin the pages around
+// them, so malloc_trim gives little back. Registering as many descriptors as this worker may
+// serve before it accepts anything puts them side by side, and a crowd's memory can return.
+void reserve_descriptor_states(asio::io_context& ctx, std::size_t n)
+{
+    struct rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY)
+        n = std::min<std::size_t>(n, files.rlim_cur / 2);
+    std::vector<asio::posix::stream_descriptor> held;
+    held.reserve(n);
+    for (std::size_t i = 0; i < n; ++i)
+    {
+        int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0)
+            break;
+        boost::system::error_code ec;
+        held.emplace_back(ctx).assign(fd, ec);
+        if (ec)
+        {
+            ::close(fd);
+            break;
+        }
+    }
+}  // closed here; their states stay in the reactor's free list
 
 std::string effective_log_level(const config::settings& s, int verbosity)
 {
@@ -518,19 +548,22 @@ awaitable<void> application::housekeeping_loop()
     auto watchdog = sd::watchdog_interval();
     auto last_ping = std::chrono::steady_clock::now();
     int client_peak = 0;
+    int client_last = 0;
     while (!stopping_)
     {
         t.expires_after(std::chrono::milliseconds(250));
         co_await t.async_wait(use_nothrow);
         // After a crowd of clients has left, give their memory back to the system: glibc keeps
         // freed memory in its arenas, so the resident size would stay at the peak.
+        // Trim once the count has stopped falling, so that the last of the crowd is gone too.
         int clients = state_.clients.load(std::memory_order_relaxed);
         client_peak = std::max(client_peak, clients);
-        if (client_peak - clients >= 1000 && clients < client_peak / 2)
+        if (client_peak - clients >= 1000 && clients < client_peak / 2 && clients >= client_last)
         {
             ::malloc_trim(0);
             client_peak = clients;
         }
+        client_last = clients;
         state_.rw_pool->housekeeping();
         if (state_.ro_pool)
             state_.ro_pool->housekeeping();
@@ -551,8 +584,13 @@ int application::run()
         sd::notify("STATUS=failed to start: " + error);
         return 1;
     }
+    // Each worker serves about its share of max_client_conn clients and some server connections.
+    std::size_t share = static_cast<std::size_t>(settings_->max_client_conn) / workers_.size() + 64;
     for (auto& w : workers_)
-        w->thread = std::thread([ctx = &w->ctx] { ctx->run(); });
+        w->thread = std::thread([ctx = &w->ctx, share] {
+            reserve_descriptor_states(*ctx, share + share / 4);
+            ctx->run();
+        });
     asio::co_spawn(control_, signal_loop(), asio::detached);
     asio::co_spawn(control_, startup(), asio::detached);
 
