@@ -4,7 +4,9 @@ PostgreSQL 15 that only accepts TLS with a password, like Azure."""
 import asyncio
 import hashlib
 import os
+import signal
 import socket
+import subprocess
 import struct
 import threading
 import time
@@ -100,6 +102,27 @@ def test_cancel_stops_pg_sleep(tokenbouncer):
         assert time.monotonic() - started < 10
         # The session is still usable after the cancel.
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_psql_ctrl_c_stops_pg_sleep(tokenbouncer):
+    """psql's Ctrl-C: psql sends a CancelRequest to tokenbouncer, which sends it on upstream."""
+    tb = tokenbouncer()
+    env = dict(os.environ)
+    env.pop("PGPASSWORD", None)
+    p = subprocess.Popen(["psql", "-X", "-v", "ON_ERROR_STOP=1", tb.dsn(), "-c", "SELECT pg_sleep(30)"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Wait until the query runs upstream, then press Ctrl-C.
+    deadline = time.monotonic() + 10
+    while "pg_sleep" not in tb.psql("SELECT string_agg(query, ';') FROM pg_stat_activity "
+                                     "WHERE state = 'active' AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()").stdout:
+        assert time.monotonic() < deadline, "psql's query never reached the server"
+        time.sleep(0.1)
+    started = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=10)
+    assert time.monotonic() - started < 5
+    assert "canceling statement due to user request" in err, err
+    assert p.returncode != 0
 
 
 def test_cancel_with_wrong_key_is_ignored(tokenbouncer):
