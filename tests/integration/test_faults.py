@@ -311,6 +311,39 @@ def test_backend_terminated_mid_copy_to_stdout(tokenbouncer, pg):
     assert_serves(tb)
 
 
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_slow_reader_gets_back_pressure_not_buffering(tokenbouncer, pg, mode):
+    """A client that asks for a 1 GB result and reads none of it: tokenbouncer stops reading from
+    that server (which then waits in ClientWrite) instead of buffering, and on one worker thread
+    other clients are served meanwhile."""
+    tb = tokenbouncer({"workers": 1, "pool_mode": mode, "default_pool_size": 3})
+    assert_serves(tb)
+    baseline = tb.rss_kib()
+    slow, err = raw_login(tb.port)
+    assert err is None
+    send_query(slow, "SELECT repeat('x', 1000) FROM generate_series(1, 1000000)")  # about 1 GB
+
+    def server_blocked_on_client():
+        with direct(pg) as d:
+            return d.execute("SELECT pid FROM pg_stat_activity WHERE wait_event = 'ClientWrite' "
+                             "AND query LIKE '%generate_series(1, 1000000)%'").fetchall()
+
+    wait_until(server_blocked_on_client, 15, what="the server to wait for tokenbouncer to read")
+    time.sleep(1)  # were tokenbouncer buffering, it would keep reading (at hundreds of MB/s)
+    grown = tb.rss_kib() - baseline
+    for _ in range(3):
+        t0 = time.monotonic()
+        with connect(tb, connect_timeout=5) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        assert time.monotonic() - t0 < 1
+    assert server_blocked_on_client(), "the slow reader's query ended or stopped waiting on the client"
+    assert grown < 16 * 1024, f"RSS grew by {grown} KiB for a client that reads nothing"
+    abort(slow)
+    # The server connection in the middle of the result is closed, not handed to another client.
+    wait_until(lambda: not server_blocked_on_client(), 10, what="the slow reader's server to go")
+    assert_serves(tb)
+
+
 # --------------------------------------------------------------------------------------------
 # 3. upstream that accepts TCP (or TLS) and then never answers
 
