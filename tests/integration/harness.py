@@ -309,6 +309,16 @@ class Tokenbouncer:
         return 0
 
     def cleanup(self):
+        # SIGTERM, then a second SIGTERM (exit at once), and SIGKILL only for a process that hangs:
+        # a process that exits normally runs LeakSanitizer in the sanitizer build.
+        if self.proc and self.proc.poll() is None:
+            for sig, wait in ((_signal.SIGTERM, 1), (_signal.SIGTERM, 10), (_signal.SIGKILL, 10)):
+                self.proc.send_signal(sig)
+                try:
+                    self.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         self.stop(_signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
