@@ -7,7 +7,7 @@ what=${1:-test}
 build=(cmake ninja-build g++ pkg-config libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
        libssl-dev libspdlog-dev libfmt-dev catch2)
 test=(postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-asyncpg python3-pytest
-      openssl ca-certificates procps iproute2)
+      openssl ca-certificates procps iproute2 systemd)
 fuzz=(clang-14 libclang-rt-14-dev)
 
 case "$what" in

@@ -48,10 +48,15 @@ boost::system::result<auth_file_users, std::string> parse_auth_file(std::string_
         if (i == std::string_view::npos || line[i] == ';' || line[i] == '#')
             continue;
         std::string user, secret_text;
+        secret_text.reserve(line.size());  // no reallocation leaves a copy behind
         if (!quoted(line, i, user) || !quoted(line, i, secret_text))
+        {
+            wipe_string(secret_text);
             return boost::system::result<auth_file_users, std::string>(
                 boost::system::in_place_error, "line " + std::to_string(n) + ": expected \"user\" \"password\"");
-        users[user] = std::move(secret_text);
+        }
+        users[user] = secret(secret_text);  // replacing a value wipes the old one
+        wipe_string(secret_text);
     }
     return users;
 }

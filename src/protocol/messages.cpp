@@ -194,7 +194,7 @@ std::string build_negotiate_protocol_version(std::uint32_t newest_minor, const s
 std::string build_password_message(std::string_view password)
 {
     message_builder b(frontend::password);
-    b.cstring(password);
+    b.reserve(password.size() + 1).cstring(password);
     return b.finish();
 }
 

@@ -229,9 +229,9 @@ awaitable<bool> client_session::authenticate_client(const std::string& user)
     std::optional<protocol::scram_verifier> verifier;
     if (users && it != users->end())
     {
-        verifier = protocol::scram_verifier::parse(it->second);
+        verifier = protocol::scram_verifier::parse(it->second.reveal());
         if (!verifier)
-            verifier = protocol::scram_verifier::from_password(it->second);
+            verifier = protocol::scram_verifier::from_password(it->second.reveal());
     }
     // An unknown user goes through the same exchange with a made-up verifier, so the answer
     // does not tell who exists.

@@ -218,7 +218,10 @@ awaitable<std::optional<login_failure>> authenticate(const target& t, net::strea
                                 "Use password, md5 or scram-sha-256 in the server's pg_hba.conf for this role."),
                 true, false};
         }
-        if (auto ec = co_await st.write_all(reply))
+        // The reply may carry the password or token in clear text (PasswordMessage).
+        auto ec = co_await st.write_all(reply);
+        wipe_string(reply);
+        if (ec)
             co_return network_failure(t, "connection lost during login: " + ec.message());
     }
 }

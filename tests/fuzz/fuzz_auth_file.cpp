@@ -20,8 +20,9 @@ void auth_file(std::string_view input)
         TB_FUZZ_CHECK(users.error().size() < 64);
         return;
     }
-    for (const auto& [user, secret_text] : *users)
+    for (const auto& [user, value] : *users)
     {
+        const std::string& secret_text = value.reveal();
         TB_FUZZ_CHECK(user.size() <= input.size() && secret_text.size() <= input.size());
         TB_FUZZ_CHECK(user.find('\n') == std::string::npos && secret_text.find('\n') == std::string::npos);
         if (auto v = protocol::scram_verifier::parse(secret_text))

@@ -2,16 +2,20 @@
 auth_file, client TLS, unix socket permissions and SO_PEERCRED, secrets masked everywhere."""
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
 import pwd
+import resource
+import socket
 import subprocess
+import time
 
 import psycopg
 import pytest
 
-from harness import Certs, Postgres, binary, make_tempdir
+from harness import Certs, Postgres, Tokenbouncer, binary, login_error, make_tempdir, read_message
 
 CLIENT_PASSWORD = "kong-client-pw-7731"
 CLIENT_SECRET = "azure-client-secret-Xq9"
@@ -141,3 +145,170 @@ def test_no_secret_anywhere(tokenbouncer, pg):
     text = tb.log() + "".join(seen)
     for secret in (Postgres.PASSWORD, CLIENT_PASSWORD, CLIENT_SECRET):
         assert secret not in text, f"a secret leaked: {secret}"
+
+
+def client_cert(certs, cn, directory):
+    """A client certificate for `cn` signed by the CA of `certs`: (certificate, key) paths, owned
+    by root with a 0600 key as libpq wants."""
+    key = os.path.join(directory, f"{cn}.key")
+    csr = os.path.join(directory, f"{cn}.csr")
+    crt = os.path.join(directory, f"{cn}.crt")
+    ext = os.path.join(directory, f"{cn}.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", csr, "-subj", f"/CN={cn}"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", certs.ca, "-CAkey", certs.ca_key,
+                    "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext], check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    return crt, key
+
+
+class LaunchedTokenbouncer(Tokenbouncer):
+    """Tokenbouncer started with extra subprocess.Popen arguments (another user, resource limits);
+    otherwise as the harness starts it (sd_notify readiness)."""
+
+    def __init__(self, pg, config=None, popen=None, **kw):
+        self.popen = popen or {}
+        super().__init__(pg, config=config, **kw)
+
+    def start(self, wait_ready=True):
+        notify_path = os.path.join(self.workdir, "notify.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(notify_path)
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(notify_path)
+        os.chmod(notify_path, 0o777)  # READY=1 may come from another user
+        env = dict(self.env)
+        env["NOTIFY_SOCKET"] = notify_path
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([binary(), *self.args, self.config_path], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env, **self.popen)
+        if wait_ready:
+            self.wait_for("READY=1", timeout=60)
+
+
+@pytest.fixture
+def launch(pg):
+    started = []
+
+    def start(config=None, **kw):
+        tb = LaunchedTokenbouncer(pg, config=config, **kw)
+        started.append(tb)
+        return tb
+
+    yield start
+    for tb in started:
+        tb.cleanup()
+
+
+def test_allowed_users_per_route(tokenbouncer):
+    tb = tokenbouncer({"allowed_users": "kong, ops", "ro_allowed_users": "reporter", "pg_ro_host": "localhost"})
+    # Listed users get in, on their own route.
+    assert psql(tb, "SELECT current_user").stdout.strip() == "app"
+    assert psql(tb, "SELECT current_user", user="ops").stdout.strip() == "app"
+    assert psql(tb, "SELECT 1", user="reporter", port=tb.ro_port).stdout.strip() == "1"
+    # Everyone else is refused at login, with SQLSTATE 28000 and a message naming the route.
+    for user, port, route in (("mallory", tb.port, "read-write"), ("reporter", tb.port, "read-write"),
+                              ("kong", tb.ro_port, "read-only"), ("mallory", tb.ro_port, "read-only")):
+        err = login_error(port, user=user)
+        assert (err["S"], err["C"]) == ("FATAL", "28000"), err
+        assert err["M"] == f'user "{user}" may not use the {route} route of tokenbouncer', err
+    # psql shows the same text.
+    r = psql(tb, user="mallory")
+    assert r.returncode != 0
+    assert 'FATAL:  user "mallory" may not use the read-write route of tokenbouncer' in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["verify-ca", "verify-full"])
+def test_client_certificates(tokenbouncer, mode):
+    d = make_tempdir("tb-client-cert-")
+    certs = Certs(d)
+    cert, key = client_cert(certs, "kong", d)
+    other = Certs(make_tempdir("tb-other-ca-"))  # an unrelated CA
+    other_cert, other_key = client_cert(other, "kong", other.dir)
+    tb = tokenbouncer({"client_tls_sslmode": mode, "client_tls_cert_file": certs.cert,
+                       "client_tls_key_file": certs.key, "client_tls_ca_file": certs.ca})
+    tls = {"sslmode": "verify-full", "sslrootcert": certs.ca, "host": "localhost"}
+    ok = psql(tb, "SELECT current_user", sslcert=cert, sslkey=key, **tls)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "app"
+    # No client certificate: the TLS handshake is refused.
+    none = psql(tb, "SELECT 1", sslcert="/nonexistent/none.crt", sslkey="/nonexistent/none.key", **tls)
+    assert none.returncode != 0
+    assert "certificate required" in none.stderr, none.stderr
+    # A certificate from another CA: refused too.
+    stranger = psql(tb, "SELECT 1", sslcert=other_cert, sslkey=other_key, **tls)
+    assert stranger.returncode != 0
+    assert "unknown ca" in stranger.stderr, stranger.stderr
+    # No TLS at all.
+    plain = psql(tb, "SELECT 1", sslmode="disable")
+    assert plain.returncode != 0 and "TLS is required" in plain.stderr
+
+
+def test_the_process_is_not_dumpable(launch):
+    """Started as an unprivileged user (as systemd runs it), tokenbouncer's /proc files belong to
+    root: that same user cannot read its environment or memory (prctl(PR_SET_DUMPABLE, 0))."""
+    d = make_tempdir("tb-dump-")
+    postgres = pwd.getpwnam("postgres")
+    tb = launch(workdir=d, env={"TB_TEST_MARKER": "marker-5c1f"},
+                popen={"user": postgres.pw_uid, "group": postgres.pw_gid, "extra_groups": []})
+    pid = tb.proc.pid
+    with open(f"/proc/{pid}/status") as f:
+        uid_line = next(line for line in f if line.startswith("Uid:"))
+    assert int(uid_line.split()[1]) == postgres.pw_uid  # it does run as postgres
+    assert tb.psql("SELECT 1").stdout.strip() == "1"
+    for name in ("environ", "mem", "maps"):
+        st = os.stat(f"/proc/{pid}/{name}")
+        assert (st.st_uid, st.st_gid) == (0, 0), f"/proc/{pid}/{name} belongs to {st.st_uid}:{st.st_gid}"
+    r = subprocess.run(["runuser", "-u", "postgres", "--", "cat", f"/proc/{pid}/environ"],
+                       capture_output=True, timeout=30)
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, r
+    assert b"marker-5c1f" not in r.stdout
+
+
+def test_running_out_of_file_descriptors(launch):
+    """With 64 file descriptors and 100 clients that hold a connection: the log says what is wrong and how to fix it, the
+    client left waiting is served once descriptors are free again, and so are new clients."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    tb = launch(popen={"preexec_fn": limit})
+    assert tb.psql("SELECT 1").stdout.strip() == "1"
+    held = []
+    for _ in range(100):
+        # A few bytes of a startup packet: the listener defers accepting until data arrives.
+        held.append(socket.create_connection(("127.0.0.1", tb.port), timeout=10))
+        held[-1].sendall(b"\0\0")
+    late = None
+    try:
+        deadline = time.monotonic() + 20
+        while "Too many open files" not in tb.log():
+            assert time.monotonic() < deadline, "no 'Too many open files' in the log:\n" + tb.log()
+            time.sleep(0.1)
+        # A client that comes now gets no answer while descriptors are out...
+        late = socket.create_connection(("127.0.0.1", tb.port), timeout=10)
+        params = b"user\0kong\0database\0appdb\0\0"
+        body = (3 << 16).to_bytes(4, "big") + params
+        late.sendall((len(body) + 4).to_bytes(4, "big") + body)
+        late.settimeout(1)
+        with pytest.raises(socket.timeout):
+            late.recv(1)
+    finally:
+        for s in held:
+            s.close()
+    # ...and is served once they are back.
+    late.settimeout(30)
+    try:
+        while True:
+            t, body = read_message(late)
+            assert t != b"E", body
+            if t == b"Z":
+                break
+    finally:
+        late.close()
+    assert tb.psql("SELECT 2").stdout.strip() == "2"
+    log = tb.log()
+    assert f"accept on 127.0.0.1:{tb.port} failed: Too many open files; pausing accepts for 100 ms " \
+           "(raise LimitNOFILE / ulimit -n, or lower max_client_conn)" in log, log
+    assert tb.proc.poll() is None

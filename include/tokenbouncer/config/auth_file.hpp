@@ -10,9 +10,12 @@
 
 #include <boost/system/result.hpp>
 
+#include "tokenbouncer/util/secret.hpp"
+
 namespace tokenbouncer::config {
 
-using auth_file_users = std::map<std::string, std::string, std::less<>>;
+// user -> SCRAM verifier or clear-text password, wiped from memory when dropped.
+using auth_file_users = std::map<std::string, secret, std::less<>>;
 
 // The users, or what is wrong: "line 3: expected \"user\" \"password\"".
 boost::system::result<auth_file_users, std::string> parse_auth_file(std::string_view text);

@@ -70,6 +70,12 @@ public:
     message_builder& u32(std::uint32_t v) { return i32(static_cast<std::int32_t>(v)); }
     message_builder& cstring(std::string_view s);
     message_builder& raw(std::string_view s);
+    // Room for n more bytes: with it, no reallocation leaves a freed copy of a secret behind.
+    message_builder& reserve(std::size_t n)
+    {
+        buf_.reserve(buf_.size() + n);
+        return *this;
+    }
 
     // Appends the finished message to out.
     void finish_into(std::string& out);

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "tokenbouncer/config/auth_file.hpp"
 #include "tokenbouncer/config/settings.hpp"
 #include "tokenbouncer/net/asio.hpp"
 #include "tokenbouncer/net/tls.hpp"
@@ -64,8 +65,9 @@ public:
 
 inline constexpr std::string_view admin_database = "tokenbouncer";
 
-// Users of auth_file: name -> SCRAM verifier or clear-text password (as PgBouncer's auth_file).
-using auth_users = std::map<std::string, std::string, std::less<>>;
+// Users of auth_file: name -> SCRAM verifier or clear-text password (as PgBouncer's auth_file),
+// wiped from memory when dropped.
+using auth_users = config::auth_file_users;
 
 struct shared_state
 {
