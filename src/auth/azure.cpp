@@ -284,7 +284,9 @@ fetch_result interpret_reply(const http::result& r, sys_clock::time_point sent, 
     }
     auto t = parse_token_reply(res.body, sent);
     if (!t)
-        return fetch_failure{what + " reply unusable" + where + ": " + t.error().message, 200, true, std::nullopt};
+        return fetch_failure{what + " reply unusable, status: " + std::to_string(res.status) + where + ": " +
+                                 t.error().message,
+                             res.status, true, std::nullopt};
     return std::move(*t);
 }
 

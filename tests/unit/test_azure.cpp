@@ -625,8 +625,10 @@ TEST_CASE("interpret_reply: messages name the endpoint, the status and Microsoft
         auto r = interpret_reply(reply(200, "<html>captive portal</html>"), sys_clock::now(), credential_kind::imds,
                                  imds_url);
         REQUIRE(r.has_error());
-        CHECK(r.error().message.starts_with("managed identity credentials reply unusable (GET "
-                                            "http://169.254.169.254/metadata/identity/oauth2/token): "));
+        CHECK(r.error().message.starts_with("managed identity credentials reply unusable, status: 200 (GET "
+                                            "http://169.254.169.254/metadata/identity/oauth2/token): the reply "));
+        CHECK(r.error().message.find("is not JSON") != std::string::npos);
+        CHECK(r.error().status == 200);
         CHECK(r.error().retryable);
     }
     SECTION("no reply: the transport's error, which names the endpoint itself")
