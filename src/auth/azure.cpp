@@ -272,7 +272,7 @@ fetch_result interpret_reply(const http::result& r, sys_clock::time_point sent, 
         fetch_failure f;
         f.status = res.status;
         // A managed identity endpoint's body as it is (the seed shows it so); Entra's error
-        // fields without their trace ids and timestamps.
+        // fields with its trace and correlation ids, without the timestamps.
         f.message = what + " request failed, status: " + std::to_string(res.status) +
                     ", body: " + (managed ? excerpt(res.body) : describe_error_reply(res.body)) + where;
         // Microsoft's guidance: 429 and 5xx are transient; IMDS also answers 404 and 410 while
