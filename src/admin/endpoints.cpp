@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "tokenbouncer/admin/metrics.hpp"
+#include "tokenbouncer/auth/azure.hpp"
 #include "tokenbouncer/util/async_slot.hpp"
 
 namespace tokenbouncer::admin {
@@ -12,6 +13,17 @@ namespace tokenbouncer::admin {
 namespace {
 
 http::server_reply text(int status, std::string body) { return {status, "text/plain; charset=utf-8", body + "\n"}; }
+
+// The /metrics `credential` label of a route: its token's credential type (as SHOW TOKENS and the
+// token metrics name it), or "password" for pg_password.
+std::string credential_type(const pool::pool& p)
+{
+    auto target = p.target();
+    if (auto* src = dynamic_cast<const auth::token_source*>(target ? target->credential.get() : nullptr))
+        if (auto cred = src->entry()->cred())
+            return std::string(auth::to_string(cred->kind()));
+    return "password";
+}
 
 }  // namespace
 
@@ -72,7 +84,7 @@ awaitable<http::server_reply> endpoints::metrics()
     in.conns = co_await gather_connections(state_);
     for (auto* p : {state_.rw_pool.get(), state_.ro_pool.get()})
         if (p)
-            in.routes.push_back({p->snapshot(), &p->counters()});
+            in.routes.push_back({p->snapshot(), &p->counters(), credential_type(*p)});
     in.tokens = hooks_.tokens();
     in.max_client_conn = state_.settings()->max_client_conn;
     in.ready = not_ready_reason().empty();

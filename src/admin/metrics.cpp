@@ -148,6 +148,7 @@ std::string render_metrics(const metrics_input& in)
         const char* help;
         std::atomic<std::uint64_t> pool::pool_counters::*field;
         double scale;
+        bool by_credential = false;  // also labelled with the route's credential type
     };
     const counter_family counters[] = {
         {"tokenbouncer_transactions_total", "Transactions (and lone queries) finished.", &pool::pool_counters::xacts, 1},
@@ -157,8 +158,10 @@ std::string render_metrics(const metrics_input& in)
         {"tokenbouncer_server_assignments_total", "Times a client was given a server connection.",
          &pool::pool_counters::server_assignments, 1},
         {"tokenbouncer_client_logins_total", "Client logins accepted.", &pool::pool_counters::client_logins, 1},
-        {"tokenbouncer_server_logins_total", "Upstream logins that succeeded.", &pool::pool_counters::logins, 1},
-        {"tokenbouncer_server_login_errors_total", "Upstream logins that failed.", &pool::pool_counters::login_failures, 1},
+        {"tokenbouncer_server_logins_total", "Upstream logins that succeeded, by route and credential type.",
+         &pool::pool_counters::logins, 1, true},
+        {"tokenbouncer_server_login_errors_total", "Upstream logins that failed, by route and credential type.",
+         &pool::pool_counters::login_failures, 1, true},
         {"tokenbouncer_pool_wait_timeouts_total", "Clients that waited longer than query_wait_timeout.",
          &pool::pool_counters::wait_timeouts, 1},
     };
@@ -166,7 +169,10 @@ std::string render_metrics(const metrics_input& in)
     {
         w.family(f.name, "counter", f.help);
         for (const auto& r : in.routes)
-            w.sample(f.name, {{"route", r.pool.name}}, load(r.counters->*f.field) * f.scale);
+            w.sample(f.name,
+                     f.by_credential ? labels{{"route", r.pool.name}, {"credential", r.credential}}
+                                     : labels{{"route", r.pool.name}},
+                     load(r.counters->*f.field) * f.scale);
     }
     struct histogram_family
     {

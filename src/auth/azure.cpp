@@ -272,7 +272,7 @@ fetch_result interpret_reply(const http::result& r, sys_clock::time_point sent, 
         fetch_failure f;
         f.status = res.status;
         // A managed identity endpoint's body as it is (the seed shows it so); Entra's error
-        // fields without their trace ids and timestamps.
+        // fields with its trace and correlation ids, without the timestamps.
         f.message = what + " request failed, status: " + std::to_string(res.status) +
                     ", body: " + (managed ? excerpt(res.body) : describe_error_reply(res.body)) + where;
         // Microsoft's guidance: 429 and 5xx are transient; IMDS also answers 404 and 410 while
@@ -284,7 +284,9 @@ fetch_result interpret_reply(const http::result& r, sys_clock::time_point sent, 
     }
     auto t = parse_token_reply(res.body, sent);
     if (!t)
-        return fetch_failure{what + " reply unusable" + where + ": " + t.error().message, 200, true, std::nullopt};
+        return fetch_failure{what + " reply unusable, status: " + std::to_string(res.status) + where + ": " +
+                                 t.error().message,
+                             res.status, true, std::nullopt};
     return std::move(*t);
 }
 

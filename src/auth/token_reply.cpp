@@ -123,11 +123,17 @@ std::string describe_error_reply(std::string_view body)
     std::string desc = str("error_description");
     if (err.empty() && desc.empty())
         return excerpt(body);
-    // Entra descriptions carry a trace id and timestamp on their second line; keep the first.
+    // Entra descriptions carry a trace id and timestamp on their second line; keep the first
+    // (the ids are appended from their own members below).
     if (auto nl = desc.find_first_of("\r\n"); nl != std::string::npos)
         desc = desc.substr(0, nl);
-    std::string line = err.empty() ? desc : desc.empty() ? err : err + ": " + desc;
-    return excerpt(line, 400);
+    std::string line = excerpt(err.empty() ? desc : desc.empty() ? err : err + ": " + desc, 400);
+    // Entra's trace and correlation ids are not secret, and Azure support asks for them.
+    std::string ids;
+    for (const char* key : {"trace_id", "correlation_id"})
+        if (std::string id = str(key); !id.empty())
+            ids += (ids.empty() ? "" : ", ") + std::string(key) + ": " + excerpt(id, 64);
+    return ids.empty() ? line : line + " (" + ids + ")";
 }
 
 }  // namespace tokenbouncer::auth

@@ -124,9 +124,16 @@ awaitable<result> exchange(Stream& stream, const request& req, const target& t, 
     co_return out;
 }
 
+// "localhost" or a loopback address; a name that merely starts with "127." (127.0.0.1.example.com)
+// is not one.
 bool is_loopback_host(const std::string& host)
 {
-    return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]";
+    if (host == "localhost")
+        return true;
+    std::string h = host.size() > 2 && host.front() == '[' && host.back() == ']' ? host.substr(1, host.size() - 2) : host;
+    error_code ec;
+    auto addr = asio::ip::make_address(h, ec);
+    return !ec && addr.is_loopback();
 }
 
 awaitable<result> fetch_inner(const request& req, std::chrono::milliseconds timeout, const options& opts)
@@ -144,6 +151,11 @@ awaitable<result> fetch_inner(const request& req, std::chrono::milliseconds time
         t.host = t.host.substr(1, t.host.size() - 2);
     t.port = parsed->has_port() ? std::string(parsed->port()) : (t.https ? "443" : "80");
     t.path_and_query = std::string(parsed->encoded_path());
+    // After an authority the path is empty or starts with '/' (RFC 3986 path-abempty). Boost.URL
+    // 1.81 parses "http://127.0.0.1.example.com/t" as host 127.0.0.1 and path ".example.com/t":
+    // such a URL would reach another host than it names.
+    if (!t.path_and_query.empty() && t.path_and_query.front() != '/')
+        co_return error{"invalid URL \"" + req.url + "\""};
     if (t.path_and_query.empty())
         t.path_and_query = "/";
     if (parsed->has_query())

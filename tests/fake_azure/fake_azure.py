@@ -10,6 +10,9 @@ One HTTP server answers three token protocols the way Microsoft documents them:
   client secret, a certificate-signed JWT assertion, or a workload-identity federated token;
   expires_in is a JSON number)
 
+It serves plain HTTP by default, or HTTPS with a given certificate and key (``tls_cert``,
+``tls_key``), for testing tokenbouncer's certificate and host-name verification of the authority.
+
 It can misbehave on purpose (error statuses with Retry-After, hangs, garbage, missing or bad
 fields, dropped connections) and reports every issued token to an ``on_issue`` callback, which
 the integration tests use to make a real PostgreSQL role accept exactly the issued tokens.
@@ -29,6 +32,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -126,11 +130,19 @@ class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, address, fake):
+    def __init__(self, address, fake, ssl_context=None):
         self.fake = fake
+        self.ssl_context = ssl_context
         self.connections = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        if self.ssl_context is not None:
+            # The handshake happens in the handler's thread (setup), not in the accepting one.
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
     def handle_error(self, request, client_address):
         # Client-side resets and our own shutdown() of live sockets are normal here.
@@ -148,6 +160,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- connection bookkeeping so that stop() can cut live connections
     def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                # A client that does not trust the certificate aborts here (alert "unknown ca").
+                with self.server.fake._lock:
+                    self.server.fake.tls_errors.append(str(exc))
+                raise
         super().setup()
         with self.server.connections_lock:
             self.server.connections.add(self.connection)
@@ -249,7 +270,15 @@ class FakeAzure:
     assertion_max_lifetime = 600
     assertion_lifetime_slack = 5
 
-    def __init__(self, tenant=DEFAULT_TENANT, on_issue=None, host="127.0.0.1", port=0):
+    def __init__(self, tenant=DEFAULT_TENANT, on_issue=None, host="127.0.0.1", port=0, tls_cert=None, tls_key=None):
+        """``tls_cert`` and ``tls_key`` (PEM files): serve HTTPS with that certificate instead of
+        plain HTTP (the URLs below then start with https://, and the certificate must name
+        ``host`` for a client that checks host names)."""
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.tls_errors = []  # failed TLS handshakes (the client refused the certificate, say)
         self.tenant = tenant
         self.tenants = {tenant.lower()}
         self.on_issue = on_issue
@@ -277,7 +306,12 @@ class FakeAzure:
         if self._server is not None:
             return self
         self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
+        context = None
+        if self.tls_cert:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        self._server = _Server((self.host, self.port), self, context)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-azure-%d" % self.port, daemon=True)
@@ -310,7 +344,7 @@ class FakeAzure:
 
     @property
     def url(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.tls_cert else "http", self.host, self.port)
 
     @property
     def imds_endpoint(self):
@@ -972,10 +1006,14 @@ def main(argv=None):
     parser.add_argument("--identity-header", help="fixed X-IDENTITY-HEADER secret (default: random)")
     parser.add_argument("--pg-dsn", help="PostgreSQL DSN used to ALTER ROLE on every issued token")
     parser.add_argument("--pg-role", help="role whose password becomes each issued token")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (with --tls-key)")
+    parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     parser.add_argument("--verbose", action="store_true", help="log every HTTP request to stderr")
     args = parser.parse_args(argv)
     if bool(args.pg_dsn) != bool(args.pg_role):
         parser.error("--pg-dsn and --pg-role go together")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
 
     def log(line):
         sys.stderr.write("fake_azure: %s\n" % line)
@@ -989,7 +1027,8 @@ def main(argv=None):
             setter(client_id, token, expires_on)
             log("role %s now accepts token fp=%s" % (args.pg_role, token_fingerprint(token)))
 
-    fake = FakeAzure(tenant=args.tenant, on_issue=on_issue, host=args.host, port=args.port)
+    fake = FakeAzure(tenant=args.tenant, on_issue=on_issue, host=args.host, port=args.port, tls_cert=args.tls_cert,
+                     tls_key=args.tls_key)
     fake.token_lifetime = args.lifetime
     fake.token_length = args.token_length
     fake.verbose = args.verbose

@@ -843,3 +843,63 @@ def test_cli_with_pg(pg):
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "fp=%s" % token_fingerprint(tok) in err and tok not in err
+
+
+# ------------------------------------------------------------------------------ HTTPS
+
+def make_ca_and_server_cert(directory, host="localhost"):
+    """A test CA and a certificate for DNS:<host> signed by it; returns (ca, cert, key) paths."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, ca_cert = make_cert("fake_azure test CA")
+    ca_cert = (x509.CertificateBuilder().subject_name(ca_cert.subject).issuer_name(ca_cert.subject)
+               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+               .sign(ca_key, hashes.SHA256()))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = [os.path.join(directory, n) for n in ("ca.crt", "server.crt", "server.key")]
+    with open(paths[0], "wb") as f:
+        f.write(ca_cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths[1], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths[2], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return paths
+
+
+def test_https_when_given_a_certificate(tmp_path):
+    import ssl
+    ca, cert, key = make_ca_and_server_cert(str(tmp_path))
+    with pytest.raises(ValueError):
+        FakeAzure(tls_cert=cert)
+    f = FakeAzure(tls_cert=cert, tls_key=key)
+    f.add_app(APP, secret=SECRET)
+    f.start()
+    try:
+        assert f.url.startswith("https://127.0.0.1:")
+        url = "https://localhost:%d/%s/oauth2/v2.0/token" % (f.port, f.tenant)
+        form = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": SCOPE, "client_id": APP,
+                                       "client_secret": SECRET}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        trusting = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                               urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca)))
+        with trusting.open(urllib.request.Request(url, data=form, headers=headers), timeout=10) as r:
+            assert r.status == 200 and "access_token" in json.loads(r.read())
+        assert f.count("entra") == 1 and f.tls_errors == []
+        # A client that does not trust the CA gives up in the handshake; the fake records it.
+        strict = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            strict.open(urllib.request.Request(url, data=form, headers=headers), timeout=10)
+        deadline = time.monotonic() + 5
+        while not f.tls_errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f.tls_errors and f.count("entra") == 1
+    finally:
+        f.stop()

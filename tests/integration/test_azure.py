@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from harness import Postgres, Tokenbouncer, binary, first_error, run
+from harness import Certs, Postgres, Tokenbouncer, binary, first_error, run
 
 sys_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_azure")
 import sys  # noqa: E402
@@ -404,3 +404,70 @@ def test_sovereign_cloud_scope(azure, pg):
         assert q["resource"] == "https://ossrdbms-aad.database.usgovcloudapi.net"
     finally:
         tb.cleanup()
+
+
+# --- HTTPS to the authority host --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_azure(azure, pg, tmp_path_factory):
+    """A second fake token service serving HTTPS with a certificate for DNS:localhost from a test CA
+    made now (the harness's Certs). `azure` made sp_role; this one issues its tokens."""
+    certs = Certs(str(tmp_path_factory.mktemp("tls-azure")))
+    syncer = pg_role_syncer(f"host={pg.sockdir} port={pg.port} user=postgres dbname=postgres", {SP: "sp_role"})
+    fake = FakeAzure(on_issue=syncer, tls_cert=certs.cert, tls_key=certs.key).start()
+    fake.add_app(SP, secret=SP_SECRET)
+    fake.certs = certs
+    yield fake
+    fake.stop()
+    syncer.close()
+
+
+def https_sp_config(tls_azure, azure, host="localhost"):
+    # IMDS (the chain's last resort) is the plain fake, which does not know SP: "Identity not found".
+    return {"pg_azure_auth": "on", "pg_user": "sp_role", "pg_password": None, "pg_azure_tenant_id": tls_azure.tenant,
+            "pg_azure_client_id": SP, "pg_azure_client_secret": SP_SECRET,
+            "azure_authority_host": f"https://{host}:{tls_azure.port}", "azure_imds_endpoint": azure.imds_endpoint}
+
+
+@pytest.mark.parametrize("case", ["untrusted CA", "host name mismatch"])
+def test_https_authority_that_fails_verification_stops_startup(azure, tls_azure, pg, case):
+    tls_azure.requests.clear()
+    tls_azure.tls_errors.clear()
+    if case == "untrusted CA":
+        # The system store plus an unrelated CA: the test CA that signed the certificate is in neither.
+        host, trust, reason = "localhost", tls_azure.certs.other_ca(), "unable to get local issuer certificate"
+    else:
+        # The right CA, but the certificate names localhost, not 127.0.0.1.
+        host, trust, reason = "127.0.0.1", tls_azure.certs.ca, "hostname mismatch"
+    tb = Tokenbouncer(pg, config=https_sp_config(tls_azure, azure, host), args=("-vv",), wait_ready=False,
+                      env={"SSL_CERT_FILE": trust})
+    try:
+        assert tb.proc.wait(60) == 1
+        log = tb.log()
+        assert "failed to initialize Azure client: no authentication mechanism worked for azure" in log
+        lines = [line for line in log.splitlines()
+                 if "could not authenticate to azure with ClientCredentials class, error:" in line]
+        assert len(lines) == 1, log
+        assert (f"token request failed: https://{host}:{tls_azure.port}: TLS handshake failed: "
+                f"certificate verification failed: {reason}") in lines[0], lines[0]
+        # The handshake was abandoned: no request (and so no secret) reached the service.
+        assert tls_azure.count("entra") == 0
+        assert tls_azure.tls_errors, "the fake saw no failed handshake"
+        assert SP_SECRET not in log
+    finally:
+        tb.cleanup()
+
+
+def test_https_authority_trusted_through_ssl_cert_file(tokenbouncer, azure, tls_azure):
+    # tokenbouncer trusts OpenSSL's default verify paths, which SSL_CERT_FILE overrides.
+    tls_azure.requests.clear()
+    tb = tokenbouncer(https_sp_config(tls_azure, azure), args=("-vv",), env={"SSL_CERT_FILE": tls_azure.certs.ca})
+    assert tb.psql("SELECT current_user").stdout.strip() == "sp_role"
+    entra = [r for r in tls_azure.requests if r["endpoint"] == "entra"]
+    assert len(entra) == 1
+    assert entra[0]["form"]["client_secret"] == SP_SECRET
+    assert azure.count("imds") == 0  # the first credential worked
+    fp = token_fingerprint(tls_azure.issued[-1]["token"])
+    assert "authenticated to azure with ClientCredentials" in tb.log() and fp in tb.log()
+    tb.stop()
+    no_tokens_in(tb.log(), tls_azure)

@@ -304,7 +304,9 @@ def test_metrics_parse_and_move_with_traffic(tokenbouncer):
     assert value(after, "tokenbouncer_query_duration_seconds_count", route="rw") >= 12
     assert value(after, "tokenbouncer_received_bytes_total", route="rw") > \
         value(before, "tokenbouncer_received_bytes_total", route="rw")
-    assert value(after, "tokenbouncer_server_logins_total", route="rw") >= 1
+    # Upstream logins are labelled with what the route logs in with: here pg_password.
+    assert value(after, "tokenbouncer_server_logins_total", route="rw", credential="password") >= 1
+    assert value(after, "tokenbouncer_server_login_errors_total", route="rw", credential="password") == 0
     assert value(after, "tokenbouncer_pool_wait_seconds_count", route="rw") >= 11
     assert value(after, "tokenbouncer_server_connections", route="rw", state="idle") >= 1
 
@@ -383,6 +385,10 @@ def test_readyz_follows_the_tokens_and_show_tokens_never_shows_one(tokenbouncer,
     while http(tb, "/readyz") != (200, "ready\n"):
         assert time.monotonic() < deadline, "/readyz did not recover when tokens could be had again"
     assert tb.psql("SELECT current_user").stdout.strip() == "mi_role"
+    # Upstream logins made with the token carry the token's credential type, as SHOW TOKENS names it.
+    metrics = parse_prometheus(http(tb, "/metrics")[1])
+    assert value(metrics, "tokenbouncer_server_logins_total", route="rw", credential=credential) >= 1
+    assert value(metrics, "tokenbouncer_server_login_errors_total", route="rw", credential=credential) >= 0
     text = tb.log() + json.dumps(admin(tb, "SHOW TOKENS")[1]) + http(tb, "/metrics")[1]
     for issued in azure.issued:
         assert issued["token"] not in text

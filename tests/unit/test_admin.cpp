@@ -101,7 +101,13 @@ TEST_CASE("metrics: families, labels escaped, cumulative histograms", "[admin][m
     pool::pool_snapshot snap;
     snap.name = "rw";
     snap.servers_idle = 2;
-    in.routes.push_back({snap, &counters});
+    in.routes.push_back({snap, &counters});  // credential: "password" (pg_password)
+    pool::pool_counters ro_counters;
+    ro_counters.logins = 3;
+    ro_counters.login_failures = 1;
+    pool::pool_snapshot ro_snap;
+    ro_snap.name = "ro";
+    in.routes.push_back({ro_snap, &ro_counters, "managed_identity_imds"});
     session::client_info c;
     c.logged_in = true;
     c.state = "waiting";
@@ -125,6 +131,15 @@ TEST_CASE("metrics: families, labels escaped, cumulative histograms", "[admin][m
     CHECK(text.find("tokenbouncer_transaction_duration_seconds_sum{route=\"rw\"} 60.0023\n") != std::string::npos);
     CHECK(text.find("tokenbouncer_token_expiry_seconds{route=\"rw,ro\",credential=\"Managed\\\"Identity\"} 100\n") !=
           std::string::npos);
+    // Upstream logins by route and credential type; the other counters by route only.
+    CHECK(text.find("tokenbouncer_server_logins_total{route=\"rw\",credential=\"password\"} 0\n") != std::string::npos);
+    CHECK(text.find("tokenbouncer_server_logins_total{route=\"ro\",credential=\"managed_identity_imds\"} 3\n") !=
+          std::string::npos);
+    CHECK(text.find("tokenbouncer_server_login_errors_total{route=\"ro\",credential=\"managed_identity_imds\"} 1\n") !=
+          std::string::npos);
+    CHECK(text.find("tokenbouncer_server_login_errors_total{route=\"rw\",credential=\"password\"} 0\n") !=
+          std::string::npos);
+    CHECK(text.find("tokenbouncer_transactions_total{route=\"ro\"} 0\n") != std::string::npos);
 }
 
 TEST_CASE("endpoints: POST /quitquitquit only from loopback, and only as POST", "[admin][http]")

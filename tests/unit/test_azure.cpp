@@ -603,14 +603,14 @@ TEST_CASE("interpret_reply: messages name the endpoint, the status and Microsoft
               R"(managed identity credentials request failed, status: 400, body: {"error":"invalid_request",)"
               R"("error_description":"Identity not found"} (GET http://169.254.169.254/metadata/identity/oauth2/token))");
     }
-    SECTION("Entra: the error fields, without the trace id")
+    SECTION("Entra: the error fields with the trace id, without the description's second line")
     {
         auto r = interpret_reply(
             reply(401, R"({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1234\r\nTimestamp: 2026-12-04 05:00:00Z","error_codes":[7000215],"trace_id":"1234"})"),
             sys_clock::now(), credential_kind::client_secret, entra_url);
         REQUIRE(r.has_error());
         CHECK(r.error().message == "token request failed, status: 401, body: invalid_client: AADSTS7000215: Invalid "
-                                   "client secret provided. (POST " + entra_url + ")");
+                                   "client secret provided. (trace_id: 1234) (POST " + entra_url + ")");
     }
     SECTION("Retry-After in seconds")
     {
@@ -625,8 +625,10 @@ TEST_CASE("interpret_reply: messages name the endpoint, the status and Microsoft
         auto r = interpret_reply(reply(200, "<html>captive portal</html>"), sys_clock::now(), credential_kind::imds,
                                  imds_url);
         REQUIRE(r.has_error());
-        CHECK(r.error().message.starts_with("managed identity credentials reply unusable (GET "
-                                            "http://169.254.169.254/metadata/identity/oauth2/token): "));
+        CHECK(r.error().message.starts_with("managed identity credentials reply unusable, status: 200 (GET "
+                                            "http://169.254.169.254/metadata/identity/oauth2/token): the reply "));
+        CHECK(r.error().message.find("is not JSON") != std::string::npos);
+        CHECK(r.error().status == 200);
         CHECK(r.error().retryable);
     }
     SECTION("no reply: the transport's error, which names the endpoint itself")

@@ -267,7 +267,17 @@ TEST_CASE("describe_error_reply: error bodies of Entra and IMDS and others", "[t
          R"({"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '00000000-0000-0000-0000-000000000001'.\r\nTrace ID: 0000aaaa-11bb-cccc-dd22-eeeeee333333\r\nCorrelation ID: aaaa0000-bb11-2222-33cc-444444dddddd\r\nTimestamp: 2023-11-14 22:13:20Z","error_codes":[7000215],"timestamp":"2023-11-14 22:13:20Z","trace_id":"0000aaaa-11bb-cccc-dd22-eeeeee333333","correlation_id":"aaaa0000-bb11-2222-33cc-444444dddddd","error_uri":"https://login.microsoftonline.com/error?code=7000215"})",
          "invalid_client: AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is "
          "the client secret value, not the client secret ID, for a secret added to app "
-         "'00000000-0000-0000-0000-000000000001'."},
+         "'00000000-0000-0000-0000-000000000001'. (trace_id: 0000aaaa-11bb-cccc-dd22-eeeeee333333, "
+         "correlation_id: aaaa0000-bb11-2222-33cc-444444dddddd)"},
+        {"Entra: trace_id alone", R"({"error":"invalid_client","error_description":"AADSTS1","trace_id":"t-1"})",
+         "invalid_client: AADSTS1 (trace_id: t-1)"},
+        {"Entra: correlation_id alone", R"({"error":"invalid_client","correlation_id":"c-1"})",
+         "invalid_client (correlation_id: c-1)"},
+        {"empty or non-string ids are left out",
+         R"({"error":"invalid_client","trace_id":"","correlation_id":42})", "invalid_client"},
+        {"ids are bounded and kept on one line",
+         R"({"error":"e","trace_id":"a\r\nb)" + std::string(100, 'x') + "\"}",
+         "e (trace_id: a  b" + std::string(60, 'x') + "...)"},
         {"Entra: description with \\n only",
          R"({"error":"invalid_scope","error_description":"AADSTS70011: The provided value for scope is not valid.\nTrace ID: x"})",
          "invalid_scope: AADSTS70011: The provided value for scope is not valid."},
@@ -285,6 +295,9 @@ TEST_CASE("describe_error_reply: error bodies of Entra and IMDS and others", "[t
          R"({"statusCode":400,"message":"Unable to load the proper Managed Identity."})"},
         {"a very long description is cut at 400 bytes",
          R"({"error":"e","error_description":")" + long_desc + "\"}", ("e: " + long_desc).substr(0, 400) + "..."},
+        {"a very long description is cut at 400 bytes, the ids still follow",
+         R"({"error":"e","error_description":")" + long_desc + R"(","trace_id":"t","correlation_id":"c"})",
+         ("e: " + long_desc).substr(0, 400) + "... (trace_id: t, correlation_id: c)"},
         // Not JSON, or not an object: a cleaned-up excerpt of the body.
         {"HTML", "<html><body><h1>502 Bad Gateway</h1></body></html>",
          "<html><body><h1>502 Bad Gateway</h1></body></html>"},

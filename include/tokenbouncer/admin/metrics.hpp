@@ -17,6 +17,10 @@ struct metrics_input
     {
         pool::pool_snapshot pool;
         const pool::pool_counters* counters = nullptr;
+        // What the route logs in upstream with: "password" (pg_password / pg_ro_password), or
+        // the token's credential type as SHOW TOKENS shows it ("managed_identity_imds", ...).
+        // The upstream login counters carry it as their `credential` label.
+        std::string credential = "password";
     };
     std::vector<route> routes;
     connections conns;

@@ -37,8 +37,10 @@ struct reply_error
 // A successful (200) reply body. `now` is when the request was sent (expires_in counts from then).
 boost::system::result<token, reply_error> parse_token_reply(std::string_view body, sys_clock::time_point now);
 
-// The interesting fields of an error reply, as one line: "invalid_request: Identity not found
-// (AADSTS...)". Falls back to a cleaned-up excerpt of the body when it is not JSON.
+// The interesting fields of an error reply, as one line: "invalid_client: AADSTS7000215: ...
+// (trace_id: ..., correlation_id: ...)" (error, the first line of error_description, and Entra's
+// trace_id and correlation_id when present). Falls back to a cleaned-up excerpt of the body when
+// it is not JSON or has neither error nor error_description.
 std::string describe_error_reply(std::string_view body);
 
 // A body excerpt safe for a log line: at most `max` bytes, control characters replaced.
