@@ -51,7 +51,7 @@ const key_info route_keys[] = {
     {"pg_azure_client_secret", key_type::secret, "", {}, 0, 0, true,
      "Client secret of the application (falls back to AZURE_CLIENT_SECRET)."},
     {"pg_azure_scope", key_type::string, "", {}, 0, 0, true,
-     "Token scope; unset: the Azure Database for PostgreSQL scope of azure_cloud."},
+     "Token scope; unset: the Azure Database for PostgreSQL scope of azure_cloud (https://ossrdbms-aad.database.windows.net/.default in AzurePublicCloud)."},
     {"pg_azure_client_certificate_path", key_type::string, "", {}, 0, 0, true,
      "PEM file with the application's certificate and private key (falls back to AZURE_CLIENT_CERTIFICATE_PATH)."},
     {"pg_azure_federated_token_file", key_type::string, "", {}, 0, 0, true,
