@@ -187,7 +187,10 @@ host    all all       127.0.0.1/32   reject
 class Tokenbouncer:
     """The real binary, with a config written from a dict, started and stopped like systemd would."""
 
-    def __init__(self, pg=None, config=None, args=("-v",), env=None, workdir=None, wait_ready=True, extra_text=""):
+    def __init__(self, pg=None, config=None, args=("-v",), env=None, workdir=None, wait_ready=True, extra_text="",
+                 popen=None):
+        # popen: extra subprocess.Popen arguments (another user, resource limits).
+        self.popen = popen or {}
         self.workdir = workdir or tempfile.mkdtemp(prefix="tb-")
         self.port = free_port()
         self.ro_port = free_port()
@@ -233,11 +236,12 @@ class Tokenbouncer:
             os.unlink(notify_path)
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(notify_path)
+        os.chmod(notify_path, 0o777)  # READY=1 may come from another user (popen={"user": ...})
         env = dict(self.env)
         env["NOTIFY_SOCKET"] = notify_path
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([binary(), *self.args, self.config_path], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env)
+                                     stderr=subprocess.STDOUT, env=env, **self.popen)
         if wait_ready:
             self.wait_for("READY=1", timeout=60)
 

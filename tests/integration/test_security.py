@@ -2,7 +2,6 @@
 auth_file, client TLS, unix socket permissions and SO_PEERCRED, secrets masked everywhere."""
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import os
@@ -15,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from harness import Certs, Postgres, Tokenbouncer, binary, login_error, make_tempdir, read_message
+from harness import Certs, Postgres, binary, login_error, make_tempdir, read_message
 
 CLIENT_PASSWORD = "kong-client-pw-7731"
 CLIENT_SECRET = "azure-client-secret-Xq9"
@@ -164,44 +163,6 @@ def client_cert(certs, cn, directory):
     return crt, key
 
 
-class LaunchedTokenbouncer(Tokenbouncer):
-    """Tokenbouncer started with extra subprocess.Popen arguments (another user, resource limits);
-    otherwise as the harness starts it (sd_notify readiness)."""
-
-    def __init__(self, pg, config=None, popen=None, **kw):
-        self.popen = popen or {}
-        super().__init__(pg, config=config, **kw)
-
-    def start(self, wait_ready=True):
-        notify_path = os.path.join(self.workdir, "notify.sock")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(notify_path)
-        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._notify.bind(notify_path)
-        os.chmod(notify_path, 0o777)  # READY=1 may come from another user
-        env = dict(self.env)
-        env["NOTIFY_SOCKET"] = notify_path
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([binary(), *self.args, self.config_path], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env, **self.popen)
-        if wait_ready:
-            self.wait_for("READY=1", timeout=60)
-
-
-@pytest.fixture
-def launch(pg):
-    started = []
-
-    def start(config=None, **kw):
-        tb = LaunchedTokenbouncer(pg, config=config, **kw)
-        started.append(tb)
-        return tb
-
-    yield start
-    for tb in started:
-        tb.cleanup()
-
-
 def test_allowed_users_per_route(tokenbouncer):
     tb = tokenbouncer({"allowed_users": "kong, ops", "ro_allowed_users": "reporter", "pg_ro_host": "localhost"})
     # Listed users get in, on their own route.
@@ -246,12 +207,12 @@ def test_client_certificates(tokenbouncer, mode):
     assert plain.returncode != 0 and "TLS is required" in plain.stderr
 
 
-def test_the_process_is_not_dumpable(launch):
+def test_the_process_is_not_dumpable(tokenbouncer):
     """Started as an unprivileged user (as systemd runs it), tokenbouncer's /proc files belong to
     root: that same user cannot read its environment or memory (prctl(PR_SET_DUMPABLE, 0))."""
     d = make_tempdir("tb-dump-")
     postgres = pwd.getpwnam("postgres")
-    tb = launch(workdir=d, env={"TB_TEST_MARKER": "marker-5c1f"},
+    tb = tokenbouncer(workdir=d, env={"TB_TEST_MARKER": "marker-5c1f"},
                 popen={"user": postgres.pw_uid, "group": postgres.pw_gid, "extra_groups": []})
     pid = tb.proc.pid
     with open(f"/proc/{pid}/status") as f:
@@ -267,13 +228,13 @@ def test_the_process_is_not_dumpable(launch):
     assert b"marker-5c1f" not in r.stdout
 
 
-def test_running_out_of_file_descriptors(launch):
+def test_running_out_of_file_descriptors(tokenbouncer):
     """With 64 file descriptors and 100 clients that hold a connection: the log says what is wrong and how to fix it, the
     client left waiting is served once descriptors are free again, and so are new clients."""
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 
-    tb = launch(popen={"preexec_fn": limit})
+    tb = tokenbouncer(popen={"preexec_fn": limit})
     assert tb.psql("SELECT 1").stdout.strip() == "1"
     held = []
     for _ in range(100):
