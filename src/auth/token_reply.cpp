@@ -91,7 +91,7 @@ boost::system::result<token, reply_error> parse_token_reply(std::string_view bod
     if (const json::value* refresh_in = obj.if_contains("refresh_in"))
     {
         auto r = as_integer(refresh_in);
-        if (r && *r > 0 && now + std::chrono::seconds(*r) < t.expires_on)
+        if (r && *r > 0 && *r < max_lifetime && now + std::chrono::seconds(*r) < t.expires_on)
             t.refresh_on = now + std::chrono::seconds(*r);
     }
     t.access_token = secret(std::string_view(at->as_string().data(), at->as_string().size()));

@@ -100,6 +100,8 @@ TEST_CASE("parse_token_reply: refresh_in is honoured only when it falls before t
         {"negative: ignored", R"("expires_in":3599,"refresh_in":-10)", std::nullopt},
         {"not a number: ignored", R"("expires_in":3599,"refresh_in":"soon")", std::nullopt},
         {"null: ignored", R"("expires_in":3599,"refresh_in":null)", std::nullopt},
+        // Found by fuzzing: seconds -> nanoseconds overflowed (undefined behaviour) before the check.
+        {"too large for a clock: ignored", R"("expires_in":89,"refresh_in":"9175840330915700")", std::nullopt},
     };
     for (const auto& c : cases)
     {
