@@ -186,6 +186,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", 10)))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
     ap.add_argument("--scale", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", 0)),
+                    help="tokenbouncer's workers (0: one per core, its default)")
     ap.add_argument("--only", default="", help="comma-separated scenarios: select,connect,txn200,prepared,memory")
     opts = ap.parse_args()
     # 5,000 idle clients need more descriptors than the usual 1024 (the proxies inherit this).
@@ -210,7 +212,8 @@ def main():
         if wanted("select") or wanted("connect") or wanted("memory"):
             bouncer = PgBouncer(pg)
             procs.append(bouncer)
-            tb = Tokenbouncer(pg, args=(), config={"log_level": "warning", "max_client_conn": 10000})
+            tb = Tokenbouncer(pg, args=(), config={"log_level": "warning", "max_client_conn": 10000,
+                                                   "workers": opts.workers})
             procs.append(tb)
             targets = [("direct", direct, None), ("pgbouncer", bouncer.dsn(), bouncer.pid),
                        ("tokenbouncer", tb.dsn(), tb.proc.pid)]
@@ -234,7 +237,7 @@ def main():
             bouncer = PgBouncer(pg, pool_mode="transaction")
             procs.append(bouncer)
             tb = Tokenbouncer(pg, args=(), config={"log_level": "warning", "pool_mode": "transaction",
-                                                   "max_client_conn": 10000})
+                                                   "max_client_conn": 10000, "workers": opts.workers})
             procs.append(tb)
             targets = [("pgbouncer", bouncer.dsn(), bouncer.pid), ("tokenbouncer", tb.dsn(), tb.proc.pid)]
             if wanted("txn200"):

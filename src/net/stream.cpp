@@ -163,7 +163,7 @@ std::size_t stream::tls_io(bool is_read, char* buf, std::size_t len, error_code&
 awaitable<error_code> stream::fill_tls_input()
 {
     if (!in_)
-        in_ = std::make_unique<char[]>(tls_input_size);
+        in_ = std::make_unique_for_overwrite<char[]>(tls_input_size);
     if (in_begin_ > 0)
     {
         std::memmove(in_.get(), in_.get() + in_begin_, in_end_ - in_begin_);

@@ -42,7 +42,7 @@ bool relay_buffer::enlarge(std::size_t limit)
     if (capacity_ >= limit)
         return false;
     std::size_t bigger = std::min(capacity_ * 2, limit);
-    auto data = std::make_unique<char[]>(bigger);
+    auto data = std::make_unique_for_overwrite<char[]>(bigger);
     if (data_)
         std::memcpy(data.get(), data_.get(), len_);
     data_ = std::move(data);

@@ -45,7 +45,7 @@ public:
     std::size_t capacity() const { return capacity_; }
     std::size_t space() const { return capacity_ - len_; }
     char* tail() { return data_.get() + len_; }
-    void ensure() { if (!data_) data_ = std::make_unique<char[]>(capacity_); }
+    void ensure() { if (!data_) data_ = std::make_unique_for_overwrite<char[]>(capacity_); }
     void release_if_empty() { if (len_ == 0) data_.reset(); }
     void grow(std::size_t n) { len_ += n; }
     // Doubles the capacity (up to `limit`); false when already there.
