@@ -109,6 +109,32 @@ def test_dockerfile_stages_and_build_script():
     assert not any(i == "RUN" and re.search(r"\bcmake\b|\bninja\b|\bg\+\+", a) for s, i, a in ins if s == 0)
 
 
+def test_dockerfile_copies_what_its_build_configuration_installs(tmp_path):
+    """The build stage's own configuration (docker/build.sh with the Dockerfile's arguments, in a
+    fresh tree: prefix /usr, no tests) installs every path the runtime stage copies from it."""
+    ins = dockerfile_instructions()
+    build_args = next(shlex.split(a) for s, i, a in ins if s == 0 and i == "RUN" and "build.sh" in a)
+    destdir = build_args[build_args.index("--destdir") + 1]
+    prefix = build_args[build_args.index("--prefix") + 1]
+    tree = str(tmp_path / "build")
+    r = run([os.path.join(SOURCE, "docker", "build.sh"), "--configure-only", "--prefix", prefix,
+             "--build-dir", tree], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(os.path.join(tree, "cmake_install.cmake")) as f:
+        rules = f.read().replace("${CMAKE_INSTALL_PREFIX}", prefix)
+    installed = set()
+    for dest, files in re.findall(r'file\(INSTALL DESTINATION "([^"]+)" TYPE \w+ FILES((?:\s+"[^"]+")+)', rules):
+        for path in re.findall(r'"([^"]+)"', files):
+            installed.add(dest + "/" + os.path.basename(path))
+            installed.add(dest)
+    copies = [a.split() for s, i, a in ins if i == "COPY" and a.startswith("--from=build")]
+    assert copies, "the runtime stage copies nothing from the build stage"
+    for words in copies:
+        source = words[1]
+        assert source.startswith(destdir + "/"), words
+        assert source[len(destdir):] in installed, f"{source} is not installed by the build stage: {sorted(installed)}"
+
+
 def test_dockerfile_runtime_settings():
     ins = [(i, a) for s, i, a in dockerfile_instructions() if s == max(x for x, _, _ in dockerfile_instructions())]
     user = [a for i, a in ins if i == "USER"]
