@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <mutex>
@@ -80,6 +81,18 @@ void reserve_descriptor_states(asio::io_context& ctx, std::size_t n)
         }
     }
 }  // closed here; their states stay in the reactor's free list
+
+long resident_kib()
+{
+    long pages = 0, resident = 0;
+    if (std::FILE* f = std::fopen("/proc/self/statm", "r"))
+    {
+        if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        std::fclose(f);
+    }
+    return resident * (::sysconf(_SC_PAGESIZE) / 1024);
+}
 
 std::string effective_log_level(const config::settings& s, int verbosity)
 {
@@ -549,6 +562,8 @@ awaitable<void> application::housekeeping_loop()
     auto last_ping = std::chrono::steady_clock::now();
     int client_peak = 0;
     int client_last = 0;
+    int trims_due = 0;
+    unsigned trim_tick = 0;
     while (!stopping_)
     {
         t.expires_after(std::chrono::milliseconds(250));
@@ -560,8 +575,17 @@ awaitable<void> application::housekeeping_loop()
         client_peak = std::max(client_peak, clients);
         if (client_peak - clients >= 1000 && clients < client_peak / 2 && clients >= client_last)
         {
-            ::malloc_trim(0);
+            spdlog::debug("{} clients left (from {} to {}): returning memory to the system",
+                          client_peak - clients, client_peak, clients);
             client_peak = clients;
+            trims_due = 3;  // over the next 3 s: the last sessions' memory is freed a little after they are counted out
+        }
+        if (trims_due > 0 && ++trim_tick % 4 == 0)
+        {
+            long before = resident_kib();
+            ::malloc_trim(0);
+            spdlog::debug("malloc_trim: resident {} -> {} KiB", before, resident_kib());
+            --trims_due;
         }
         client_last = clients;
         state_.rw_pool->housekeeping();
