@@ -562,8 +562,7 @@ awaitable<void> application::housekeeping_loop()
     auto last_ping = std::chrono::steady_clock::now();
     int client_peak = 0;
     int client_last = 0;
-    int trims_due = 0;
-    unsigned trim_tick = 0;
+    int trim_ticks_left = 0;  // housekeeping ticks (250 ms) in which to trim on every 4th
     while (!stopping_)
     {
         t.expires_after(std::chrono::milliseconds(250));
@@ -578,14 +577,16 @@ awaitable<void> application::housekeeping_loop()
             spdlog::debug("{} clients left (from {} to {}): returning memory to the system",
                           client_peak - clients, client_peak, clients);
             client_peak = clients;
-            trims_due = 3;  // over the next 3 s: the last sessions' memory is freed a little after they are counted out
+            // Once a second for 3 s: the last sessions' memory is freed a little after they are counted out.
+            trim_ticks_left = 12;
         }
-        if (trims_due > 0 && ++trim_tick % 4 == 0)
+        if (trim_ticks_left > 0 && --trim_ticks_left % 4 == 0)
         {
-            long before = resident_kib();
+            bool show = spdlog::should_log(spdlog::level::debug);  // reading /proc only when it is logged
+            long before = show ? resident_kib() : 0;
             ::malloc_trim(0);
-            spdlog::debug("malloc_trim: resident {} -> {} KiB", before, resident_kib());
-            --trims_due;
+            if (show)
+                spdlog::debug("malloc_trim: resident {} -> {} KiB", before, resident_kib());
         }
         client_last = clients;
         state_.rw_pool->housekeeping();
