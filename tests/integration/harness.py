@@ -188,9 +188,11 @@ class Tokenbouncer:
     """The real binary, with a config written from a dict, started and stopped like systemd would."""
 
     def __init__(self, pg=None, config=None, args=("-v",), env=None, workdir=None, wait_ready=True, extra_text="",
-                 popen=None):
+                 popen=None, executable=None):
         # popen: extra subprocess.Popen arguments (another user, resource limits).
+        # executable: another copy of the binary (one another user can reach).
         self.popen = popen or {}
+        self.executable = executable or binary()
         self.workdir = workdir or tempfile.mkdtemp(prefix="tb-")
         self.port = free_port()
         self.ro_port = free_port()
@@ -240,7 +242,7 @@ class Tokenbouncer:
         env = dict(self.env)
         env["NOTIFY_SOCKET"] = notify_path
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([binary(), *self.args, self.config_path], stdout=self._log,
+        self.proc = subprocess.Popen([self.executable, *self.args, self.config_path], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env, **self.popen)
         if wait_ready:
             self.wait_for("READY=1", timeout=60)

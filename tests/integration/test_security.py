@@ -7,6 +7,7 @@ import hmac
 import os
 import pwd
 import resource
+import shutil
 import socket
 import subprocess
 import time
@@ -212,8 +213,11 @@ def test_the_process_is_not_dumpable(tokenbouncer):
     root: that same user cannot read its environment or memory (prctl(PR_SET_DUMPABLE, 0))."""
     d = make_tempdir("tb-dump-")
     postgres = pwd.getpwnam("postgres")
-    tb = tokenbouncer(workdir=d, env={"TB_TEST_MARKER": "marker-5c1f"},
-                popen={"user": postgres.pw_uid, "group": postgres.pw_gid, "extra_groups": []})
+    # A copy the postgres user can execute: the build tree may sit in a directory only root can
+    # enter (a clone in `mktemp -d`).
+    exe = shutil.copy2(binary(), os.path.join(d, "tokenbouncer"))
+    tb = tokenbouncer(workdir=d, env={"TB_TEST_MARKER": "marker-5c1f"}, executable=exe,
+                      popen={"user": postgres.pw_uid, "group": postgres.pw_gid, "extra_groups": []})
     pid = tb.proc.pid
     with open(f"/proc/{pid}/status") as f:
         uid_line = next(line for line in f if line.startswith("Uid:"))
