@@ -1,6 +1,34 @@
 #include "tokenbouncer/net/message_io.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 namespace tokenbouncer::net {
+
+void message_reader::make_room(std::size_t n)
+{
+    if (start_ > 0)
+    {
+        std::memmove(buf_.get(), buf_.get() + start_, size_ - start_);
+        size_ -= start_;
+        start_ = 0;
+    }
+    if (capacity_ - size_ >= n)
+        return;
+    std::size_t want = std::max(size_ + n, capacity_ * 2);
+    auto bigger = std::make_unique_for_overwrite<char[]>(want);
+    if (size_ > 0)
+        std::memcpy(bigger.get(), buf_.get(), size_);
+    buf_ = std::move(bigger);
+    capacity_ = want;
+}
+
+void message_reader::feed(std::string_view bytes)
+{
+    make_room(bytes.size());
+    std::memcpy(buf_.get() + size_, bytes.data(), bytes.size());
+    size_ += bytes.size();
+}
 
 awaitable<pg_result<protocol::message_view>> message_reader::next()
 {
@@ -8,7 +36,7 @@ awaitable<pg_result<protocol::message_view>> message_reader::next()
     consumed_ = 0;
     for (;;)
     {
-        std::string_view avail(buf_.data() + start_, buf_.size() - start_);
+        std::string_view avail(buf_.get() + start_, size_ - start_);
         auto f = protocol::frame_message(avail, max_length_);
         if (f.state == protocol::frame::status::invalid)
             co_return f.error;
@@ -18,17 +46,12 @@ awaitable<pg_result<protocol::message_view>> message_reader::next()
             co_return protocol::message_view{f.type, avail.substr(5, f.total - 5)};
         }
         // Need more: compact, then read.
-        if (start_ > 0)
-        {
-            buf_.erase(0, start_);
-            start_ = 0;
-        }
-        std::size_t want = f.total > buf_.size() ? f.total - buf_.size() : 0;
+        std::size_t held = size_ - start_;
+        std::size_t want = f.total > held ? f.total - held : 0;
         std::size_t chunk = want > 16384 ? want : 16384;
-        std::size_t old = buf_.size();
-        buf_.resize(old + chunk);
-        auto [ec, n] = co_await stream_.read_some(buf_.data() + old, chunk);
-        buf_.resize(old + n);
+        make_room(chunk);
+        auto [ec, n] = co_await stream_.read_some(buf_.get() + size_, chunk);
+        size_ += n;
         if (ec)
         {
             std::string why = ec == asio::error::eof ? std::string("the connection was closed") : ec.message();
@@ -41,8 +64,8 @@ std::string message_reader::take_leftover()
 {
     start_ += consumed_;
     consumed_ = 0;
-    std::string out = buf_.substr(start_);
-    buf_.clear();
+    std::string out(buf_.get() + start_, size_ - start_);
+    size_ = 0;
     start_ = 0;
     return out;
 }
