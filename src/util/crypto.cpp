@@ -1,5 +1,7 @@
 #include "tokenbouncer/util/crypto.hpp"
 
+#include <array>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -58,8 +60,19 @@ bytes random_bytes(std::size_t n)
 
 std::uint32_t random_u32()
 {
-    auto b = random_bytes(4);
-    return (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) | (std::uint32_t(b[2]) << 8) | b[3];
+    // One RAND_bytes call per 64 values: a call costs thousands of instructions (DRBG, locks),
+    // and every client login takes a cancel key.
+    thread_local std::array<std::uint32_t, 64> pool;
+    thread_local std::size_t left = 0;
+    if (left == 0)
+    {
+        if (RAND_bytes(reinterpret_cast<unsigned char*>(pool.data()), static_cast<int>(sizeof pool)) != 1)
+            throw std::runtime_error("RAND_bytes failed");
+        left = pool.size();
+    }
+    std::uint32_t v = pool[--left];
+    pool[left] = 0;  // a value handed out is not kept
+    return v;
 }
 
 std::string to_hex(const bytes& data)
