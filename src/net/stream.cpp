@@ -125,7 +125,9 @@ bool stream::has_pending_input() const noexcept
 
 std::size_t stream::tls_io(bool is_read, char* buf, std::size_t len, error_code& ec, tls_step& step)
 {
-    ERR_clear_error();
+    // SSL_get_error needs an empty error queue; peeking is cheaper than clearing every time.
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
     std::size_t n = 0;
     int ok = is_read ? SSL_read_ex(ssl_, buf, len, &n) : SSL_write_ex(ssl_, buf, len, &n);
     if (ok == 1)
@@ -187,6 +189,13 @@ awaitable<std::pair<error_code, std::size_t>> stream::read_some(char* buf, std::
     {
         auto [ec, n] = co_await sock_.async_read_some(asio::buffer(buf, len), use_nothrow);
         co_return std::pair{ec, n};
+    }
+    // Nothing buffered, here or inside OpenSSL: wait for bytes before asking OpenSSL for a record
+    // (an SSL_read that can only fail costs about a thousand instructions).
+    if (!in_eof_ && in_end_ == in_begin_ && SSL_has_pending(ssl_) == 0)
+    {
+        if (auto fec = co_await fill_tls_input())
+            co_return std::pair{fec, std::size_t(0)};
     }
     for (;;)
     {
