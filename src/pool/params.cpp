@@ -1,7 +1,6 @@
 #include "tokenbouncer/pool/params.hpp"
 
 #include <algorithm>
-#include <cctype>
 
 #include "tokenbouncer/protocol/messages.hpp"
 
@@ -9,11 +8,16 @@ namespace tokenbouncer::pool {
 
 namespace {
 
+// Parameter names are ASCII; no locale lookup per character (this runs for every ParameterStatus).
+char ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
 bool iequals(std::string_view a, std::string_view b)
 {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-           });
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
 }
 
 }  // namespace

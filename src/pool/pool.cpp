@@ -193,7 +193,7 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::login_new(const client_
     failing_until_ = {};
     last_failure_.reset();
     if (client.untracked.items.empty())
-        welcome_ = s->params;
+        welcome_ = std::make_shared<const param_map>(s->params);
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count();
     spdlog::info("{}: logged in to upstream {} as \"{}\" for {} in {} ms ({}, backend pid {})", s->tag(),
                  t->address(), t->settings.user, client_tag, ms, s->credential_label, s->key.pid);
@@ -425,18 +425,21 @@ void pool::release(std::unique_ptr<server_conn> s, bool reusable)
     hand_over_locked(std::move(s));
 }
 
-awaitable<pg_result<param_map>> pool::welcome_parameters(std::string client_tag)
+std::shared_ptr<const param_map> pool::cached_welcome() const
 {
-    {
-        std::lock_guard lock(mu_);
-        if (welcome_)
-            co_return *welcome_;
-    }
+    std::lock_guard lock(mu_);
+    return welcome_;
+}
+
+awaitable<pg_result<std::shared_ptr<const param_map>>> pool::welcome_parameters(std::string client_tag)
+{
+    if (auto w = cached_welcome())
+        co_return w;
     client_parameters plain;  // a login with no client parameters gives the server's defaults
     auto s = co_await acquire(plain, client_tag);
     if (!s)
         co_return s.error();
-    param_map p = (*s)->params;
+    auto p = std::make_shared<const param_map>((*s)->params);
     release(std::move(*s), true);
     std::lock_guard lock(mu_);
     welcome_ = p;

@@ -163,9 +163,22 @@ std::string build_auth_request(auth_code code, std::string_view data)
 
 std::string build_parameter_status(std::string_view name, std::string_view value)
 {
-    message_builder b(backend::parameter_status);
-    b.cstring(name).cstring(value);
-    return b.finish();
+    std::string out;
+    append_parameter_status(out, name, value);
+    return out;
+}
+
+void append_parameter_status(std::string& out, std::string_view name, std::string_view value)
+{
+    auto length = static_cast<std::uint32_t>(4 + name.size() + 1 + value.size() + 1);
+    out.reserve(out.size() + 1 + length);
+    out.push_back(backend::parameter_status);
+    for (int shift = 24; shift >= 0; shift -= 8)
+        out.push_back(static_cast<char>((length >> shift) & 0xff));
+    out.append(name);
+    out.push_back('\0');
+    out.append(value);
+    out.push_back('\0');
 }
 
 std::string build_backend_key_data(std::uint32_t pid, std::uint32_t key)

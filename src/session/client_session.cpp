@@ -390,10 +390,11 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
     tracking_ = transaction_mode_ && s.max_prepared_statements > 0;
     tracker_ = protocol::statement_tracker(tracking_ ? static_cast<std::size_t>(s.max_prepared_statements) : 0);
     params_ = pool::split_startup_parameters(pkt.params);
-    pg_result<pool::param_map> welcome = pool::param_map{};
+    pg_result<std::shared_ptr<const pool::param_map>> welcome = pool_->cached_welcome();
     if (params_.signature.empty())
     {
-        welcome = co_await pool_->welcome_parameters(tag());
+        if (!*welcome)
+            welcome = co_await pool_->welcome_parameters(tag());
     }
     else
     {
@@ -402,7 +403,7 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
         auto s = co_await pool_->acquire(params_, tag());
         if (s)
         {
-            welcome = (*s)->params;
+            welcome = std::make_shared<const pool::param_map>((*s)->params);
             pool_->release(std::move(*s), true);
         }
         else
@@ -419,23 +420,24 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
     // What the client would have been told by a direct login: the server's parameters with the
     // client's own values for those it set.
     std::string out = protocol::build_auth_ok();
-    for (const auto& [name, value] : *welcome)
+    out.reserve(512);
+    for (const auto& [name, value] : **welcome)
     {
-        std::string v = value;
+        std::string_view v = value;
         if (auto t = pool::tracked_name(name))
         {
             auto it = params_.tracked.find(*t);
             if (it != params_.tracked.end())
                 v = it->second;
-            wanted_[std::string(*t)] = v;
+            wanted_.insert_or_assign(std::string(*t), std::string(v));
         }
-        out += protocol::build_parameter_status(name, v);
+        protocol::append_parameter_status(out, name, v);
     }
     for (const auto& [name, value] : params_.tracked)
         if (!wanted_.count(name))
         {
             wanted_[name] = value;
-            out += protocol::build_parameter_status(name, value);
+            protocol::append_parameter_status(out, name, value);
         }
     our_key_ = state_.cancels.add(cancel_target_);
     out += protocol::build_backend_key_data(our_key_.pid, our_key_.key);

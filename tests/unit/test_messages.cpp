@@ -589,6 +589,11 @@ TEST_CASE("backend message builders round trip through the parsers", "[messages]
         REQUIRE(r.has_value());
         CHECK(r->name == "server_version");
         CHECK(r->value == "15.4");
+        // Appending many builds the same bytes as building each.
+        std::string out = "prefix";
+        append_parameter_status(out, "server_version", "15.4");
+        append_parameter_status(out, "application_name", "");
+        CHECK(out == "prefix" + msg + build_parameter_status("application_name", ""));
     }
     SECTION("BackendKeyData")
     {

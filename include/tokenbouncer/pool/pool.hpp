@@ -120,7 +120,9 @@ public:
 
     // The ParameterStatus values a client gets at login: those of the last server login
     // (logs one in when there is none yet, so a client sees upstream errors at login).
-    awaitable<pg_result<param_map>> welcome_parameters(std::string client_tag);
+    awaitable<pg_result<std::shared_ptr<const param_map>>> welcome_parameters(std::string client_tag);
+    // The same when already known (no coroutine), else null.
+    std::shared_ptr<const param_map> cached_welcome() const;
 
     // Reload: new settings, new credential; existing servers are replaced when idle if the way to
     // connect changed.
@@ -193,7 +195,7 @@ private:
     int total_ = 0;       // idle + in use + logging in
     int connecting_ = 0;  // logging in
     std::deque<waiter> waiters_;
-    std::optional<param_map> welcome_;
+    std::shared_ptr<const param_map> welcome_;  // shared with the sessions that log in, not copied
     std::optional<pg_error> last_failure_;
     clock::time_point failing_until_{};
     std::uint64_t reconnect_before_id_ = 0;  // servers with a lower id are closed when idle

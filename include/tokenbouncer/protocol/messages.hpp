@@ -81,6 +81,8 @@ std::string build_notice_response(std::string_view severity, std::string_view co
 std::string build_auth_ok();
 std::string build_auth_request(auth_code code, std::string_view data = {});
 std::string build_parameter_status(std::string_view name, std::string_view value);
+// The same, appended to out (a login sends a dozen of them in one write).
+void append_parameter_status(std::string& out, std::string_view name, std::string_view value);
 std::string build_backend_key_data(std::uint32_t pid, std::uint32_t key);
 std::string build_ready_for_query(char status);
 std::string build_negotiate_protocol_version(std::uint32_t newest_minor, const std::vector<std::string>& unsupported);
