@@ -6,7 +6,8 @@
 // prefers an idle connection whose last user ran on the caller's thread, else takes any idle one
 // and moves it to the caller's io_context, else logs in a new one while the pool has room, else
 // waits in FIFO order. Waiters are handed a connection (or a free slot to log one in) directly
-// by release(), on their own executor.
+// by release(), on their own executor; a waiter on the connection's own thread may go ahead of
+// the first one if it queued within 1 ms of it and is among the next 8 (no thread hop).
 //
 // Thread safety: every public function may be called from any thread; the state is guarded by
 // one mutex, held only for bookkeeping, never across I/O.
@@ -48,6 +49,9 @@ struct pool_limits
     std::chrono::milliseconds server_check_delay{30 * 1000};
     std::string server_check_query;
     std::string server_reset_query = "DISCARD ALL";
+    // Not a setting: how much later than the first waiter a waiter on a released connection's
+    // own thread may have queued and still go ahead of it (see pool::hand_over_locked).
+    std::chrono::microseconds handover_slack{1000};
 
     static pool_limits from(const config::settings& s, const config::route_settings& r);
 };
@@ -169,6 +173,7 @@ private:
     {
         std::shared_ptr<async_slot<grant>> slot;  // on the waiting client's executor
         clock::time_point since;
+        asio::any_io_executor ex;  // the waiting client's thread
     };
 
     int limit_locked(bool allow_reserve) const;
