@@ -30,6 +30,7 @@
 #include "tokenbouncer/session/client_session.hpp"
 #include "tokenbouncer/session/context.hpp"
 #include "tokenbouncer/upstream/credential.hpp"
+#include "tokenbouncer/util/cpus.hpp"
 #include "tokenbouncer/util/log.hpp"
 #include "tokenbouncer/util/secret.hpp"
 #include "tokenbouncer/util/sd_notify.hpp"
@@ -206,7 +207,8 @@ awaitable<std::shared_ptr<const upstream::target>> application::build_target(con
 bool application::setup(std::string& error)
 {
     const auto& s = *settings_;
-    int n = s.workers > 0 ? s.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // 0: one per CPU this process may use (affinity mask, cgroup quota: a pod's CPU limit).
+    int n = s.workers > 0 ? s.workers : usable_cpus();
     for (int i = 0; i < n; ++i)
         workers_.push_back(std::make_unique<worker>());
 

@@ -177,6 +177,29 @@ def test_kong_style_multi_statement_transaction(tokenbouncer):
         conn.execute("DROP TABLE locks_test")
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin to 1")
+def test_workers_0_counts_the_cpus_it_may_use(tokenbouncer):
+    # Pinned to one CPU (as taskset, CPUAffinity= or a pod's CPU limit do), workers = 0 starts one
+    # worker, not one per CPU of the machine.
+    tb = tokenbouncer({"workers": 0}, popen={"preexec_fn": lambda: os.sched_setaffinity(0, {0})})
+    assert "; 1 worker(s)" in tb.log()
+    assert tb.psql("SELECT 6 * 7").stdout.strip() == "42"
+    expected = min(len(os.sched_getaffinity(0)), os.cpu_count())
+    try:  # a CPU quota (cgroup v2, else v1) caps it too
+        if os.path.exists("/sys/fs/cgroup/cpu.max"):
+            with open("/sys/fs/cgroup/cpu.max") as f:
+                quota, period = f.read().split()
+        else:
+            with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as q, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as p:
+                quota, period = q.read().strip(), p.read().strip()
+        if quota not in ("max", "-1"):
+            expected = min(expected, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    unpinned = tokenbouncer({"workers": 0})
+    assert f"; {expected} worker(s)" in unpinned.log()
+
+
 def test_md5_and_scram_upstream_logins(tokenbouncer, pg):
     for user, password in (("md5user", "md5-secret"), ("scramuser", "scram-secret")):
         tb = tokenbouncer({"pg_user": user, "pg_password": password})
