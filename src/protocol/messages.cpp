@@ -171,7 +171,6 @@ std::string build_parameter_status(std::string_view name, std::string_view value
 void append_parameter_status(std::string& out, std::string_view name, std::string_view value)
 {
     auto length = static_cast<std::uint32_t>(4 + name.size() + 1 + value.size() + 1);
-    out.reserve(out.size() + 1 + length);
     out.push_back(backend::parameter_status);
     for (int shift = 24; shift >= 0; shift -= 8)
         out.push_back(static_cast<char>((length >> shift) & 0xff));
