@@ -47,6 +47,28 @@ def free_port():
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def refused_port():
+    """A port where connections are refused for as long as the block runs: bound on 127.0.0.1
+    (and ::1) but not listening, so no other process (a parallel suite) can take it, as it can
+    take a port that free_port() found free a moment ago."""
+    held = []
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+    port = s.getsockname()[1]
+    with contextlib.suppress(OSError):
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        held.append(s6)
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s6.bind(("::1", port))
+    try:
+        yield port
+    finally:
+        for h in held:
+            h.close()
+
+
 def run(cmd, **kw):
     kw.setdefault("check", True)
     kw.setdefault("capture_output", True)

@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from harness import Postgres, free_port, login_error
+from harness import Postgres, login_error, refused_port
 
 
 def connect(tb, autocommit=True, **kw):
@@ -297,9 +297,9 @@ def test_wrong_password_gives_28p01(tokenbouncer):
 
 
 def test_upstream_down_gives_08006(tokenbouncer):
-    port = free_port()
-    tb = tokenbouncer({"pg_port": port})
-    err = login_error(tb.port)
+    with refused_port() as port:
+        tb = tokenbouncer({"pg_port": port})
+        err = login_error(tb.port)
     assert err["C"] == "08006"
     assert f"localhost:{port}" in err["M"] and "Connection refused" in err["M"]
 
