@@ -816,10 +816,11 @@ def test_pg_role_syncer_real_postgres(pg):
         assert pg_login(pg, "mi-role", t1) is None  # only the latest token is the password
         assert imds(f, client_id=MI2).status == 200
         f.token_length = 1500
-        f.token_lifetime = 1
+        f.token_lifetime = 3  # long enough for the first login on a loaded machine (1 s was not)
+        issued = time.monotonic()
         t3 = entra(f, client_id=APP, client_secret=SECRET).json()["access_token"]
         assert pg_login(pg, "app_role", t3) == "app_role"
-        time.sleep(1.2)  # VALID UNTIL has passed
+        time.sleep(max(0.0, issued + 3.5 - time.monotonic()))  # VALID UNTIL has passed
         assert pg_login(pg, "app_role", t3) is None
         assert f.errors == []
     finally:
