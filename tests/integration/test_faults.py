@@ -828,12 +828,14 @@ def test_memory_after_repeated_faults(tokenbouncer, pg, capsys):
         s.close()
         # Bad message length after login.
         s, err = raw_login(tb.port, timeout=10)
+        assert err is None, err
         s.sendall(b"Q" + struct.pack("!I", 2))
         with contextlib.suppress(ConnectionError, OSError):
             read_message(s)
         s.close()
         # Vanishing mid-transaction.
         s, err = raw_login(tb.port, timeout=10)
+        assert err is None, err
         run_query(s, "BEGIN")
         run_query(s, "SELECT repeat('z', 10000)")
         abort(s)
