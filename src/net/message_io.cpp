@@ -25,6 +25,8 @@ void message_reader::make_room(std::size_t n)
 
 void message_reader::feed(std::string_view bytes)
 {
+    if (bytes.empty())
+        return;  // (and no memcpy to a buffer not yet allocated)
     make_room(bytes.size());
     std::memcpy(buf_.get() + size_, bytes.data(), bytes.size());
     size_ += bytes.size();
@@ -64,7 +66,7 @@ std::string message_reader::take_leftover()
 {
     start_ += consumed_;
     consumed_ = 0;
-    std::string out(buf_.get() + start_, size_ - start_);
+    std::string out = size_ > start_ ? std::string(buf_.get() + start_, size_ - start_) : std::string();
     size_ = 0;
     start_ = 0;
     return out;
