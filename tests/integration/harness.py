@@ -41,10 +41,29 @@ def sanitized():
     return _sanitized
 
 
+_next_port = [0]
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now. Under ctest each suite takes its ports in turn from its own
+    range (TB_TEST_PORT_BASE .. +2000, below the ephemeral ports), so that parallel suites never
+    pick the same one; run by hand, any free port."""
+    base = os.environ.get("TB_TEST_PORT_BASE")
+    if not base:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    for _ in range(2000):
+        port = int(base) + _next_port[0] % 2000
+        _next_port[0] += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port in {base}..{int(base) + 1999}")
 
 
 @contextlib.contextmanager
