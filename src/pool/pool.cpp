@@ -132,7 +132,7 @@ void pool::hand_over_locked(std::unique_ptr<server_conn> s)
         // Only clients that came at most 1 ms later can pass the first one, and each only once.
         auto pick = waiters_.begin();
         const auto& ex = s->stream->get_executor();
-        if (pick->ex != ex)
+        if (pick->slot->executor() != ex)
         {
             std::size_t window = std::min(waiters_.size(), handover_window);
             for (std::size_t i = 1; i < window; ++i)
@@ -140,7 +140,7 @@ void pool::hand_over_locked(std::unique_ptr<server_conn> s)
                 const waiter& w = waiters_[i];
                 if (w.since - waiters_.front().since > limits_.handover_slack)
                     break;
-                if (w.ex == ex)
+                if (w.slot->executor() == ex)
                 {
                     pick = waiters_.begin() + static_cast<std::ptrdiff_t>(i);
                     break;
@@ -377,7 +377,7 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_pa
                     auto timeout = limits_.query_wait_timeout;
                     auto deadline = timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max();
                     w = std::make_shared<async_slot<grant>>(ex, deadline);
-                    waiters_.push_back(waiter{w, clock::now(), ex});
+                    waiters_.push_back(waiter{w, clock::now()});
                 }
             }
         }

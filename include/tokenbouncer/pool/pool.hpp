@@ -173,7 +173,6 @@ private:
     {
         std::shared_ptr<async_slot<grant>> slot;  // on the waiting client's executor
         clock::time_point since;
-        asio::any_io_executor ex;  // the waiting client's thread
     };
 
     int limit_locked(bool allow_reserve) const;

@@ -35,6 +35,8 @@ public:
     awaitable<void> wait() { co_await timer_.async_wait(use_nothrow); }
 
     std::optional<T>& value() noexcept { return value_; }
+    // The waiter's executor (its thread).
+    asio::any_io_executor executor() { return timer_.get_executor(); }
 
     // Call under the owner's lock.
     static void deliver(const std::shared_ptr<async_slot>& slot, T v)
