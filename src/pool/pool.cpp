@@ -472,6 +472,21 @@ awaitable<pg_result<std::shared_ptr<const param_map>>> pool::welcome_parameters(
     co_return p;
 }
 
+std::shared_ptr<const param_map> pool::intern(param_map wanted)
+{
+    // A handful of distinct sets in practice; past 64 live ones, sets are simply not shared.
+    constexpr std::size_t max_interned = 64;
+    std::lock_guard lock(mu_);
+    for (const auto& w : interned_)
+        if (auto p = w.lock(); p && *p == wanted)
+            return p;
+    std::erase_if(interned_, [](const auto& w) { return w.expired(); });
+    auto p = std::make_shared<const param_map>(std::move(wanted));
+    if (interned_.size() < max_interned)
+        interned_.push_back(p);
+    return p;
+}
+
 void pool::reconfigure(std::shared_ptr<const upstream::target> target, pool_limits limits)
 {
     std::vector<std::unique_ptr<server_conn>> to_close;

@@ -24,7 +24,14 @@ void server_conn::terminate() noexcept
 
 void server_conn::apply_parameter_status(std::string_view name, std::string_view value)
 {
-    params[std::string(name)] = std::string(value);
+    auto it = params.find(name);
+    if (it != params.end() && it->second == value)
+        return;
+    if (it != params.end())
+        it->second = std::string(value);
+    else
+        params.emplace(std::string(name), std::string(value));
+    in_sync_with.reset();
 }
 
 server_conn::~server_conn()

@@ -26,6 +26,45 @@ constexpr std::size_t max_tracked_message = 1 << 20;
 // Client buffers start small (2 KiB: idle clients cost little) and grow to this when a client streams.
 constexpr std::size_t bulk_buffer = 32 * 1024;
 
+namespace {
+
+// Buffers given up between transactions, kept per thread for the next transaction instead of a
+// 64 KiB malloc and free each time (a few per thread: about as many as servers are linked at once).
+struct spare_buffers
+{
+    static constexpr std::size_t max_kept = 32;
+    std::size_t size = 0;  // the one capacity kept (the server-to-client buffer's)
+    std::vector<std::unique_ptr<char[]>> kept;
+};
+thread_local spare_buffers spares;
+
+}  // namespace
+
+void relay_buffer::ensure()
+{
+    if (data_)
+        return;
+    if (!spares.kept.empty() && spares.size == capacity_)
+    {
+        data_ = std::move(spares.kept.back());
+        spares.kept.pop_back();
+        return;
+    }
+    data_ = std::make_unique_for_overwrite<char[]>(capacity_);
+}
+
+void relay_buffer::release_if_empty()
+{
+    if (len_ != 0 || !data_)
+        return;
+    if (spares.kept.empty())
+        spares.size = capacity_;
+    if (spares.size == capacity_ && spares.kept.size() < spare_buffers::max_kept)
+        spares.kept.push_back(std::move(data_));
+    else
+        data_.reset();
+}
+
 void relay_buffer::consume(std::size_t n)
 {
     if (n >= len_)
@@ -117,9 +156,12 @@ client_info client_session::info() const
     i.ro = where_.ro;
     i.tls = client_.is_tls();
     i.connect_time = connected_at_;
-    auto it = wanted_.find("application_name");
-    if (it != wanted_.end())
-        i.application_name = it->second;
+    if (wanted_)
+    {
+        auto it = wanted_->find("application_name");
+        if (it != wanted_->end())
+            i.application_name = it->second;
+    }
     i.logged_in = logged_in_ && (pool_ != nullptr || admin_session_);  // not a CancelRequest
     i.state = server_ ? "active" : waiting_ ? "waiting" : "idle";
     if (server_)
@@ -421,6 +463,7 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
     // client's own values for those it set.
     std::string out = protocol::build_auth_ok();
     out.reserve(512);
+    pool::param_map wanted;
     for (const auto& [name, value] : **welcome)
     {
         std::string_view v = value;
@@ -429,16 +472,17 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
             auto it = params_.tracked.find(*t);
             if (it != params_.tracked.end())
                 v = it->second;
-            wanted_.insert_or_assign(std::string(*t), std::string(v));
+            wanted.insert_or_assign(std::string(*t), std::string(v));
         }
         protocol::append_parameter_status(out, name, v);
     }
     for (const auto& [name, value] : params_.tracked)
-        if (!wanted_.count(name))
+        if (!wanted.count(name))
         {
-            wanted_[name] = value;
+            wanted[name] = value;
             protocol::append_parameter_status(out, name, value);
         }
+    wanted_ = pool_->intern(std::move(wanted));
     our_key_ = state_.cancels.add(cancel_target_);
     out += protocol::build_backend_key_data(our_key_.pid, our_key_.key);
     out += protocol::build_ready_for_query('I');
@@ -719,13 +763,23 @@ protocol::scan_action client_session::on_server_message(char type, std::uint32_t
         {
             server_->apply_parameter_status(ps->name, ps->value);
             if (auto t = pool::tracked_name(ps->name))
-                wanted_[std::string(*t)] = std::string(ps->value);
+                want(*t, ps->value);
         }
         return protocol::scan_action::next;
     }
     default:
         return protocol::scan_action::next;
     }
+}
+
+void client_session::want(std::string_view name, std::string_view value)
+{
+    auto it = wanted_->find(name);
+    if (it != wanted_->end() && it->second == value)
+        return;
+    pool::param_map changed = *wanted_;
+    changed.insert_or_assign(std::string(name), std::string(value));
+    wanted_ = pool_->intern(std::move(changed));
 }
 
 void client_session::note_request()
@@ -762,8 +816,15 @@ awaitable<bool> client_session::link_server()
     }
     server_ = std::move(*s);
     spdlog::debug("{}: linked to {} (backend pid {})", tag(), server_->tag(), server_->key.pid);
-    // Make the server's tracked parameters match what this client expects.
-    std::string sync = pool::build_sync_query(wanted_, server_->params);
+    // Make the server's tracked parameters match what this client expects (known to, when it
+    // last matched the same shared set).
+    std::string sync;
+    if (server_->in_sync_with != wanted_)
+    {
+        sync = pool::build_sync_query(*wanted_, server_->params);
+        if (sync.empty())
+            server_->in_sync_with = wanted_;
+    }
     pipelined_sync_.clear();
     sync_answers_pending_ = 0;
     bool only_application_name = !sync.empty() && sync.rfind("SET \"application_name\"", 0) == 0 &&
@@ -800,10 +861,10 @@ awaitable<bool> client_session::link_server()
         {
             if (auto t = pool::tracked_name(name))
             {
-                auto& w = wanted_[std::string(*t)];
-                if (w != value)
+                auto it = wanted_->find(*t);
+                if (it == wanted_->end() || it->second != value)
                 {
-                    w = value;
+                    want(*t, value);
                     notes += protocol::build_parameter_status(name, value);
                 }
             }

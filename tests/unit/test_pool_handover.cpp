@@ -134,3 +134,33 @@ TEST_CASE("pool handover: on one thread, strictly first come, first served", "[p
         f.release_on(f.a);
     CHECK(f.served == std::vector<std::string>{"a1", "a2", "a3", "a4"});
 }
+
+TEST_CASE("pool intern: equal parameter sets share one copy; a changed server value forgets the match",
+          "[pool][params]")
+{
+    fixture f;
+    pool::param_map utc{{"TimeZone", "UTC"}, {"application_name", "kong"}};
+    auto one = f.p->intern(utc);
+    auto two = f.p->intern(utc);
+    CHECK(one == two);
+    auto other = f.p->intern({{"TimeZone", "Europe/Paris"}, {"application_name", "kong"}});
+    CHECK(other != one);
+    CHECK(*other != *one);
+
+    // A set nobody holds any more is not kept alive: the next equal set is a new copy.
+    other.reset();
+    auto again = f.p->intern({{"TimeZone", "Europe/Paris"}, {"application_name", "kong"}});
+    CHECK(again.use_count() == 1);
+
+    pool::server_conn s;
+    s.params = utc;
+    s.in_sync_with = one;
+    s.apply_parameter_status("TimeZone", "UTC");  // the same value: still in sync
+    CHECK(s.in_sync_with == one);
+    s.apply_parameter_status("TimeZone", "Asia/Tokyo");
+    CHECK(s.in_sync_with == nullptr);
+    CHECK(s.params.at("TimeZone") == "Asia/Tokyo");
+    s.in_sync_with = one;
+    s.apply_parameter_status("DateStyle", "ISO, MDY");  // a value it did not have
+    CHECK(s.in_sync_with == nullptr);
+}

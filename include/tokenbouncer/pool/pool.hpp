@@ -128,6 +128,11 @@ public:
     // The same when already known (no coroutine), else null.
     std::shared_ptr<const param_map> cached_welcome() const;
 
+    // The one shared copy of a set of tracked parameters that clients want (most clients of a pool
+    // want the same set): a server made to match a set remembers it (server_conn::in_sync_with), so
+    // the next client wanting the same set skips the comparison.
+    std::shared_ptr<const param_map> intern(param_map wanted);
+
     // Reload: new settings, new credential; existing servers are replaced when idle if the way to
     // connect changed.
     void reconfigure(std::shared_ptr<const upstream::target> target, pool_limits limits);
@@ -200,6 +205,7 @@ private:
     int connecting_ = 0;  // logging in
     std::deque<waiter> waiters_;
     std::shared_ptr<const param_map> welcome_;  // shared with the sessions that log in, not copied
+    std::vector<std::weak_ptr<const param_map>> interned_;  // see intern()
     std::optional<pg_error> last_failure_;
     clock::time_point failing_until_{};
     std::uint64_t reconnect_before_id_ = 0;  // servers with a lower id are closed when idle

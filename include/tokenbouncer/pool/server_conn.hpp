@@ -41,6 +41,9 @@ struct server_conn
     std::unique_ptr<net::stream> stream;
     protocol::backend_key_data key;  // the server's real BackendKeyData (for CancelRequest)
     param_map params;                // the server's current ParameterStatus values
+    // The tracked-parameter set (as pool::intern gave it) that `params` was last found or made to
+    // match; cleared when a value changes. A client wanting the same set skips the comparison.
+    std::shared_ptr<const param_map> in_sync_with;
     std::string signature;           // untracked startup parameters it logged in with
     std::shared_ptr<const upstream::target> target;
     clock::time_point created = clock::now();
@@ -61,7 +64,7 @@ struct server_conn
     server_info info(std::string_view state, std::uint64_t client_id) const;
     // Sends Terminate and closes, never waiting. Call on the thread that owns the stream.
     void terminate() noexcept;
-    // Updates params from a ParameterStatus body; returns the canonical tracked name if tracked.
+    // Records a ParameterStatus value (a change clears in_sync_with).
     void apply_parameter_status(std::string_view name, std::string_view value);
 };
 

@@ -45,8 +45,10 @@ public:
     std::size_t capacity() const { return capacity_; }
     std::size_t space() const { return capacity_ - len_; }
     char* tail() { return data_.get() + len_; }
-    void ensure() { if (!data_) data_ = std::make_unique_for_overwrite<char[]>(capacity_); }
-    void release_if_empty() { if (len_ == 0) data_.reset(); }
+    // Allocates the buffer if it has none (a spare one of this thread, when there is one).
+    void ensure();
+    // Gives an empty buffer up (to this thread's spares): between transactions a client holds none.
+    void release_if_empty();
     void grow(std::size_t n) { len_ += n; }
     // Doubles the capacity (up to `limit`); false when already there.
     bool enlarge(std::size_t limit);
@@ -150,7 +152,10 @@ private:
     std::string database_;
     pool::pool* pool_ = nullptr;
     pool::client_parameters params_;
-    pool::param_map wanted_;  // tracked parameters as this client should see them
+    // Tracked parameters as this client should see them: one set shared with the pool's other
+    // clients that want the same (pool::intern), replaced, never changed in place.
+    std::shared_ptr<const pool::param_map> wanted_;
+    void want(std::string_view name, std::string_view value);
     protocol::backend_key_data our_key_;
     std::shared_ptr<cancel_target> cancel_target_ = std::make_shared<cancel_target>();
     std::string leftover_;  // client bytes read past the startup packet
