@@ -397,7 +397,7 @@ load_result build_settings(raw_config raw, std::vector<problem> problems)
         else
             s.allowed_peer_uids.push_back(static_cast<std::uint32_t>(*n));
     }
-    s.workers = static_cast<int>(e.integer("workers", 0));
+    s.workers = static_cast<int>(e.integer("workers", 1));
     s.auth_type = e.str("auth_type") == "scram-sha-256" ? auth_type::scram_sha_256 : auth_type::trust;
     s.auth_file = e.str("auth_file");
     {

@@ -79,7 +79,7 @@ const key_info global_keys[] = {
     {"unix_socket_group", key_type::string, "", {}, 0, 0, false, "Group owning the Unix sockets."},
     {"allowed_peer_uids", key_type::list, "", {}, 0, 0, true,
      "Numeric user IDs allowed to connect over the Unix sockets (checked with SO_PEERCRED); unset: any."},
-    {"workers", key_type::integer, "0", {}, 0, 256, false, "Event-loop threads; 0: one per CPU it may use (CPU affinity, and the cgroup CPU quota: a pod's CPU limit). 1 costs the least CPU per transaction on a sidecar with one or two CPUs (docs/benchmarks.md)."},
+    {"workers", key_type::integer, "1", {}, 0, 256, false, "Event-loop threads. One (as PgBouncer) costs the least CPU per transaction and keeps up with PgBouncer on a sidecar's one or two CPUs; more help only past what one core can relay (docs/benchmarks.md). 0: one per CPU it may use (CPU affinity, and the cgroup CPU quota: a pod's CPU limit)."},
     // Client authentication
     {"auth_type", key_type::choice, "trust", "trust|scram-sha-256", 0, 0, true,
      "How clients authenticate: trust (loopback and Unix sockets only) or scram-sha-256 with auth_file."},

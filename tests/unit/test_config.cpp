@@ -482,7 +482,7 @@ TEST_CASE("build_settings: defaults", "[config][defaults]")
     CHECK(s.listen_addr == std::vector<std::string>{"127.0.0.1"});
     CHECK(s.unix_socket_dir.empty());
     CHECK(s.unix_socket_mode == 0700);
-    CHECK(s.workers == 0);
+    CHECK(s.workers == 1);
     CHECK(s.auth_type == auth_type::trust);
     CHECK(s.client_tls_sslmode == client_tls_mode::disable);
     CHECK(s.max_client_conn == 1000);

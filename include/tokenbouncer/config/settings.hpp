@@ -96,7 +96,7 @@ struct settings
     int unix_socket_mode = 0700;
     std::string unix_socket_group;
     std::vector<std::uint32_t> allowed_peer_uids;
-    int workers = 0;
+    int workers = 1;
 
     // Client authentication
     config::auth_type auth_type = config::auth_type::trust;
