@@ -28,8 +28,10 @@ ssl_ctx_ptr make_upstream_tls_context(config::sslmode mode, const std::string& r
         return nullptr;
     }
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-    SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                    SSL_MODE_RELEASE_BUFFERS);
+    // No SSL_MODE_RELEASE_BUFFERS here (the client-facing side has it: thousands of idle clients):
+    // a pool holds few server connections, and each busy one would otherwise allocate and free its
+    // record buffers (about 34 KB) on every read and write.
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     // PostgreSQL may close without close_notify; report that as an ordinary end of stream.
     SSL_CTX_set_options(ctx.get(), SSL_OP_IGNORE_UNEXPECTED_EOF);
     if (mode == config::sslmode::verify_ca || mode == config::sslmode::verify_full)

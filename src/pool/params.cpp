@@ -62,7 +62,11 @@ std::string build_sync_query(const param_map& wanted, const param_map& current)
         auto it = current.find(name);
         if (it != current.end() && it->second == value)
             continue;
-        sql += "SET " + protocol::quote_identifier(name) + " = " + protocol::quote_literal(value) + ";";
+        sql += "SET ";
+        sql += protocol::quote_identifier(name);
+        sql += " = ";
+        sql += protocol::quote_literal(value);
+        sql += ';';
     }
     return sql;
 }

@@ -487,6 +487,53 @@ std::shared_ptr<const param_map> pool::intern(param_map wanted)
     return p;
 }
 
+std::shared_ptr<const pool::login_view> pool::login_view_for(const std::shared_ptr<const param_map>& welcome,
+                                                             const param_map& client_tracked)
+{
+    constexpr std::size_t max_views = 64;  // distinct client values per pool; past it, built each time
+    {
+        std::lock_guard lock(mu_);
+        if (welcome == welcome_ && views_for_ == welcome_)
+            for (const auto& [key, view] : views_)
+                if (key == client_tracked)
+                    return view;
+    }
+    param_map wanted;
+    std::string status;
+    status.reserve(512);
+    for (const auto& [name, value] : *welcome)
+    {
+        std::string_view v = value;
+        if (auto t = tracked_name(name))
+        {
+            auto it = client_tracked.find(*t);
+            if (it != client_tracked.end())
+                v = it->second;
+            wanted.insert_or_assign(std::string(*t), std::string(v));
+        }
+        protocol::append_parameter_status(status, name, v);
+    }
+    for (const auto& [name, value] : client_tracked)
+        if (!wanted.count(name))
+        {
+            wanted[name] = value;
+            protocol::append_parameter_status(status, name, value);
+        }
+    auto view = std::make_shared<const login_view>(login_view{intern(std::move(wanted)), std::move(status)});
+    std::lock_guard lock(mu_);
+    if (welcome == welcome_)
+    {
+        if (views_for_ != welcome_)
+        {
+            views_.clear();
+            views_for_ = welcome_;
+        }
+        if (views_.size() < max_views)
+            views_.emplace_back(client_tracked, view);
+    }
+    return view;
+}
+
 void pool::reconfigure(std::shared_ptr<const upstream::target> target, pool_limits limits)
 {
     std::vector<std::unique_ptr<server_conn>> to_close;

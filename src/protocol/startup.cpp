@@ -84,7 +84,8 @@ pg_result<startup_packet> parse_startup_packet(std::string_view packet)
                                "Use a client library that speaks protocol version 3 (PostgreSQL 7.4 and later).");
     }
 
-    // Parameters: pairs of C strings, then one extra NUL.
+    // Parameters: pairs of C strings, then one extra NUL (clients send about six).
+    out.params.items.reserve(8);
     for (;;)
     {
         auto name = r.cstring();

@@ -118,7 +118,7 @@ client_session::client_session(shared_state& state, net::socket_type sock, liste
         {
             asio::ip::tcp::endpoint tcp_ep;
             std::memcpy(tcp_ep.data(), ep.data(), std::min<std::size_t>(ep.size(), sizeof(sockaddr_in6)));
-            peer_addr_ = tcp_ep.address().to_string();
+            peer_ip_ = tcp_ep.address();  // printed when asked for (inet_ntop for every client adds up)
             peer_port_ = tcp_ep.port();
         }
     }
@@ -133,6 +133,11 @@ client_session::client_session(shared_state& state, net::socket_type sock, liste
             peer_addr_ = "unix:uid=" + std::to_string(cred.uid);
         }
     }
+}
+
+std::string client_session::peer_addr() const
+{
+    return peer_ip_ ? peer_ip_->to_string() : peer_addr_;
 }
 
 client_session::~client_session()
@@ -151,7 +156,7 @@ client_info client_session::info() const
     i.id = id_;
     i.user = user_;
     i.database = database_;
-    i.addr = peer_addr_;
+    i.addr = peer_addr();
     i.port = peer_port_;
     i.ro = where_.ro;
     i.tls = client_.is_tls();
@@ -461,37 +466,21 @@ awaitable<bool> client_session::handle_startup(protocol::startup_packet& pkt)
 
     // What the client would have been told by a direct login: the server's parameters with the
     // client's own values for those it set.
+    auto view = pool_->login_view_for(*welcome, params_.tracked);
+    wanted_ = view->wanted;
     std::string out = protocol::build_auth_ok();
-    out.reserve(512);
-    pool::param_map wanted;
-    for (const auto& [name, value] : **welcome)
-    {
-        std::string_view v = value;
-        if (auto t = pool::tracked_name(name))
-        {
-            auto it = params_.tracked.find(*t);
-            if (it != params_.tracked.end())
-                v = it->second;
-            wanted.insert_or_assign(std::string(*t), std::string(v));
-        }
-        protocol::append_parameter_status(out, name, v);
-    }
-    for (const auto& [name, value] : params_.tracked)
-        if (!wanted.count(name))
-        {
-            wanted[name] = value;
-            protocol::append_parameter_status(out, name, value);
-        }
-    wanted_ = pool_->intern(std::move(wanted));
+    out.reserve(view->parameter_status.size() + 64);
+    out += view->parameter_status;
     our_key_ = state_.cancels.add(cancel_target_);
     out += protocol::build_backend_key_data(our_key_.pid, our_key_.key);
     out += protocol::build_ready_for_query('I');
     if (co_await client_.write_all(out))
         co_return false;
     pool_->counters().client_logins.fetch_add(1, std::memory_order_relaxed);
-    spdlog::info("{}: login: user \"{}\" database \"{}\" from {}{} on the {} route{}", tag(), user_, database_,
-                 peer_addr_, peer_port_ ? ":" + std::to_string(peer_port_) : "", where_.ro ? "ro" : "rw",
-                 client_.is_tls() ? " (TLS)" : "");
+    if (spdlog::should_log(spdlog::level::info))
+        spdlog::info("{}: login: user \"{}\" database \"{}\" from {}{} on the {} route{}", tag(), user_, database_,
+                     peer_addr(), peer_port_ ? ":" + std::to_string(peer_port_) : "", where_.ro ? "ro" : "rw",
+                     client_.is_tls() ? " (TLS)" : "");
     co_return true;
 }
 
@@ -524,7 +513,7 @@ awaitable<bool> client_session::admin_login()
     out += protocol::build_ready_for_query('I');
     if (co_await client_.write_all(out))
         co_return false;
-    spdlog::info("{}: login: user \"{}\" on the admin console from {} ({})", tag(), user_, peer_addr_,
+    spdlog::info("{}: login: user \"{}\" on the admin console from {} ({})", tag(), user_, peer_addr(),
                  admin_rights_ ? "admin" : "stats");
     co_return true;
 }

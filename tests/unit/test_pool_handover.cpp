@@ -164,3 +164,36 @@ TEST_CASE("pool intern: equal parameter sets share one copy; a changed server va
     s.apply_parameter_status("DateStyle", "ISO, MDY");  // a value it did not have
     CHECK(s.in_sync_with == nullptr);
 }
+
+TEST_CASE("pool login_view_for: the server's parameters with the client's own tracked values",
+          "[pool][params]")
+{
+    fixture f;
+    auto welcome = std::make_shared<const pool::param_map>(pool::param_map{
+        {"TimeZone", "UTC"}, {"application_name", ""}, {"server_version", "15.4"}});
+    pool::param_map client{{"application_name", "kong"}, {"DateStyle", "ISO, DMY"}};
+    auto view = f.p->login_view_for(welcome, client);
+
+    // ParameterStatus messages: 'S', int32 length, name NUL value NUL.
+    std::vector<std::pair<std::string, std::string>> told;
+    std::string_view bytes = view->parameter_status;
+    while (!bytes.empty())
+    {
+        REQUIRE(bytes.size() >= 5);
+        CHECK(bytes[0] == 'S');
+        std::uint32_t len = (std::uint32_t(std::uint8_t(bytes[1])) << 24) | (std::uint32_t(std::uint8_t(bytes[2])) << 16) |
+                            (std::uint32_t(std::uint8_t(bytes[3])) << 8) | std::uint32_t(std::uint8_t(bytes[4]));
+        REQUIRE(bytes.size() >= 1 + len);
+        std::string_view body = bytes.substr(5, len - 4);
+        auto nul = body.find('\0');
+        told.emplace_back(std::string(body.substr(0, nul)), std::string(body.substr(nul + 1, body.size() - nul - 2)));
+        bytes.remove_prefix(1 + len);
+    }
+    CHECK(told == std::vector<std::pair<std::string, std::string>>{{"TimeZone", "UTC"},
+                                                                   {"application_name", "kong"},
+                                                                   {"server_version", "15.4"},
+                                                                   {"DateStyle", "ISO, DMY"}});
+    CHECK(*view->wanted == pool::param_map{{"TimeZone", "UTC"}, {"application_name", "kong"}, {"DateStyle", "ISO, DMY"}});
+    // Another client with the same values wants the same (one shared set).
+    CHECK(f.p->login_view_for(welcome, client)->wanted == view->wanted);
+}

@@ -133,6 +133,18 @@ public:
     // the next client wanting the same set skips the comparison.
     std::shared_ptr<const param_map> intern(param_map wanted);
 
+    // What a client is told when it logs in (the ParameterStatus messages of a direct login: the
+    // server's `welcome` values, with the client's own for the tracked ones it set) and the tracked
+    // values it then wants (interned). Built once per distinct set of client values and reused
+    // while `welcome` is the pool's current one.
+    struct login_view
+    {
+        std::shared_ptr<const param_map> wanted;
+        std::string parameter_status;
+    };
+    std::shared_ptr<const login_view> login_view_for(const std::shared_ptr<const param_map>& welcome,
+                                                     const param_map& client_tracked);
+
     // Reload: new settings, new credential; existing servers are replaced when idle if the way to
     // connect changed.
     void reconfigure(std::shared_ptr<const upstream::target> target, pool_limits limits);
@@ -206,6 +218,9 @@ private:
     std::deque<waiter> waiters_;
     std::shared_ptr<const param_map> welcome_;  // shared with the sessions that log in, not copied
     std::vector<std::weak_ptr<const param_map>> interned_;  // see intern()
+    // login_view_for(): the views built for welcome_ (when views_for_ is welcome_), by client values.
+    std::shared_ptr<const param_map> views_for_;
+    std::vector<std::pair<param_map, std::shared_ptr<const login_view>>> views_;
     std::optional<pg_error> last_failure_;
     clock::time_point failing_until_{};
     std::uint64_t reconnect_before_id_ = 0;  // servers with a lower id are closed when idle

@@ -142,7 +142,9 @@ private:
     listener_info where_;
     std::uint64_t id_;
     std::chrono::system_clock::time_point connected_at_ = std::chrono::system_clock::now();
-    std::string peer_addr_;
+    std::string peer_addr_;                  // "unix..." (a TCP client: peer_ip_)
+    std::optional<asio::ip::address> peer_ip_;
+    std::string peer_addr() const;
     int peer_port_ = 0;
     std::optional<std::uint32_t> peer_uid_;  // unix sockets: SO_PEERCRED
     bool counted_ = false;  // counts in state_.clients
