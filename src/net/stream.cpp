@@ -255,6 +255,25 @@ std::size_t stream::write_now(const char* buf, std::size_t len, error_code& ec)
     return tls_io(false, const_cast<char*>(buf), len, ec, step);
 }
 
+bool stream::write_all_now(std::string_view& data, error_code& ec)
+{
+    while (!data.empty())
+    {
+        tls_step step = tls_step::done;
+        std::size_t n = ssl_ ? tls_io(false, const_cast<char*>(data.data()), data.size(), ec, step)
+                             : sock_.write_some(asio::buffer(data.data(), data.size()), ec);
+        if (ec == asio::error::would_block)
+        {
+            ec = {};
+            return false;
+        }
+        if (ec)
+            return false;
+        data.remove_prefix(n);
+    }
+    return true;
+}
+
 awaitable<error_code> stream::write_all(std::string_view data)
 {
     std::size_t done = 0;

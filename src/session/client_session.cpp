@@ -804,7 +804,8 @@ awaitable<bool> client_session::link_server()
         co_return false;
     }
     server_ = std::move(*s);
-    spdlog::debug("{}: linked to {} (backend pid {})", tag(), server_->tag(), server_->key.pid);
+    if (spdlog::should_log(spdlog::level::debug))  // tag() builds a string: not for every transaction
+        spdlog::debug("{}: linked to {} (backend pid {})", tag(), server_->tag(), server_->key.pid);
     // Make the server's tracked parameters match what this client expects (known to, when it
     // last matched the same shared set).
     std::string sync;
@@ -1008,7 +1009,11 @@ awaitable<void> client_session::server_pump()
         if (res.consumed > 0)
         {
             pool_->counters().bytes_sent.fetch_add(res.consumed, std::memory_order_relaxed);
-            if (auto wec = co_await send_patched(client_, std::string_view(s2c_.data(), res.consumed), s2c_patches_))
+            std::string_view bytes = apply_patches(std::string_view(s2c_.data(), res.consumed), s2c_patches_, s2c_out_);
+            error_code wec;
+            if (!client_.write_all_now(bytes, wec) && !wec)
+                wec = co_await client_.write_all(bytes);  // the client is slow to read: wait for it
+            if (wec)
             {
                 client_failed_ = true;
                 if (released)
@@ -1020,7 +1025,8 @@ awaitable<void> client_session::server_pump()
         }
         if (released)
         {
-            spdlog::trace("{}: transaction done; {} back to the pool", tag(), released->tag());
+            if (spdlog::should_log(spdlog::level::trace))
+                spdlog::trace("{}: transaction done; {} back to the pool", tag(), released->tag());
             s2c_.release_if_empty();
             pool_->release(std::move(released), true);
             if (shutdown_requested_)
@@ -1032,13 +1038,15 @@ awaitable<void> client_session::server_pump()
     }
 }
 
-awaitable<error_code> client_session::send_patched(net::stream& to, std::string_view chunk,
-                                                   std::vector<patch>& patches)
+std::string_view client_session::apply_patches(std::string_view chunk, std::vector<patch>& patches,
+                                               std::string& out)
 {
     if (patches.empty())
-        co_return co_await to.write_all(chunk);
-    // Rare (a statement was prepared, re-sent or answered by us): assemble the changed bytes.
-    std::string out;
+        return chunk;
+    // Kept between transactions (one allocation, not one per transaction), unless a big one.
+    if (out.capacity() > 16 * 1024)
+        out = std::string();
+    out.clear();
     out.reserve(chunk.size() + 64);
     std::size_t pos = 0;
     for (auto& p : patches)
@@ -1051,7 +1059,7 @@ awaitable<error_code> client_session::send_patched(net::stream& to, std::string_
     }
     out.append(chunk.substr(pos));
     patches.clear();
-    co_return co_await to.write_all(out);
+    return out;
 }
 
 awaitable<void> client_session::unlink_at_end()
@@ -1083,11 +1091,11 @@ awaitable<void> client_session::unlink_at_end()
                 spdlog::warn("{}: server_reset_query failed; closing the server connection", server_->tag());
         }
     }
-    if (clean)
-        spdlog::debug("{}: {} back to the pool", tag(), server_->tag());
-    else
+    if (!clean)
         spdlog::debug("{}: {} not at a clean boundary (client left mid-transaction or mid-message); closing it",
                       tag(), server_->tag());
+    else if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("{}: {} back to the pool", tag(), server_->tag());
     pool_->release(std::move(server_), clean);
 }
 
@@ -1241,8 +1249,11 @@ awaitable<void> client_session::relay()
                 pipelined_sync_.clear();
                 sync_answers_pending_ = 1;
             }
-            if (auto wec = co_await send_patched(*server_->stream, std::string_view(c2s_.data(), res.consumed),
-                                                 c2s_patches_))
+            std::string_view bytes = apply_patches(std::string_view(c2s_.data(), res.consumed), c2s_patches_, c2s_out_);
+            error_code wec;
+            if (!server_->stream->write_all_now(bytes, wec) && !wec)
+                wec = co_await server_->stream->write_all(bytes);
+            if (wec)
             {
                 server_failed_ = true;
                 spdlog::warn("{}: {}: lost the upstream connection while sending: {}", tag(), server_->tag(),

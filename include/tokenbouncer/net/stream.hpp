@@ -49,6 +49,10 @@ public:
     // --- Writing ----------------------------------------------------------------------------
     std::size_t write_now(const char* buf, std::size_t len, error_code& ec);
     awaitable<error_code> write_all(std::string_view data);
+    // Writes what the socket takes now, never waiting (no coroutine: the usual case costs no
+    // frame). True when all of `data` went; false with `ec` set on an error, or with no error and
+    // `data` left as the rest when the socket is full: co_await write_all(data) for that.
+    bool write_all_now(std::string_view& data, error_code& ec);
 
     // --- TLS ------------------------------------------------------------------------------
     // Client handshake. `host` goes into SNI (unless it is an IP address) and, with

@@ -134,7 +134,10 @@ private:
         std::string insert;  // bytes sent there instead
     };
     // Sends [0, n) of `chunk` to `to`, with the patches applied.
-    awaitable<error_code> send_patched(net::stream& to, std::string_view chunk, std::vector<patch>& patches);
+    // The bytes to send for `chunk`: itself, or (a statement was prepared, re-sent or answered by
+    // us) with its patches applied, assembled in `out`.
+    static std::string_view apply_patches(std::string_view chunk, std::vector<patch>& patches, std::string& out);
+    std::string c2s_out_, s2c_out_;  // see apply_patches
 
     shared_state& state_;
     std::shared_ptr<const config::settings> settings_;
