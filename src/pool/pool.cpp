@@ -276,29 +276,33 @@ awaitable<pg_result<pool::query_outcome>> pool::run_query(server_conn& s, std::s
     }
 }
 
-awaitable<bool> pool::prepare_for_use(server_conn& s)
+bool pool::still_open(server_conn& s)
 {
     // The connection may have died while idle (server restart, idle kill): a peek tells.
-    if (s.stream->peer_closed_or_sent_data())
-    {
-        spdlog::info("{}: server connection was closed by the upstream while idle", s.tag());
-        co_return false;
-    }
-    std::chrono::milliseconds delay;
+    if (!s.stream->peer_closed_or_sent_data())
+        return true;
+    spdlog::info("{}: server connection was closed by the upstream while idle", s.tag());
+    return false;
+}
+
+bool pool::check_due(const server_conn& s)
+{
+    std::lock_guard lock(mu_);
+    return clock::now() - s.idle_since >= limits_.server_check_delay;
+}
+
+awaitable<bool> pool::passes_check(server_conn& s)
+{
     std::string check;
     {
         std::lock_guard lock(mu_);
-        delay = limits_.server_check_delay;
         check = limits_.server_check_query;
     }
-    if (clock::now() - s.idle_since >= delay)
+    auto r = co_await run_query(s, check, nullptr);
+    if (!r)
     {
-        auto r = co_await run_query(s, check, nullptr);
-        if (!r)
-        {
-            spdlog::info("{}: server connection failed its check: {}", s.tag(), r.error().message);
-            co_return false;
-        }
+        spdlog::info("{}: server connection failed its check: {}", s.tag(), r.error().message);
+        co_return false;
     }
     co_return true;
 }
@@ -397,7 +401,8 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_pa
                 s.reset();
                 login = true;
             }
-            else if (!co_await prepare_for_use(*s))
+            // Checked without a coroutine unless a check query is due (server_check_delay).
+            else if (!still_open(*s) || (check_due(*s) && !co_await passes_check(*s)))
             {
                 s->terminate();
                 s.reset();

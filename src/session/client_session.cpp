@@ -793,7 +793,8 @@ bool client_session::server_clean() const
 awaitable<bool> client_session::link_server()
 {
     // A previous pump may still be writing its last bytes to the client.
-    co_await wait_for_pump();
+    if (pump_running_)
+        co_await wait_for_pump();
     waiting_ = true;
     auto s = co_await pool_->acquire(params_, tag());
     waiting_ = false;

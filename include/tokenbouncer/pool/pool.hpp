@@ -200,7 +200,11 @@ private:
     void fail_waiters_locked(const pg_error& e);
     void close_on_own_thread(std::unique_ptr<server_conn> s);
     awaitable<pg_result<std::unique_ptr<server_conn>>> login_new(const client_parameters& client, std::string client_tag);
-    awaitable<bool> prepare_for_use(server_conn& s);
+    // Before an idle connection is handed out: still_open (a peek), and passes_check (the
+    // server_check_query) when check_due (idle for server_check_delay).
+    bool still_open(server_conn& s);
+    bool check_due(const server_conn& s);
+    awaitable<bool> passes_check(server_conn& s);
     // min_pool_size: takes the slots of the connections to open (under mu_), then opens them.
     int reserve_min_pool_size_locked();
     void open_for_min_pool_size(int n);
