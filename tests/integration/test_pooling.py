@@ -97,6 +97,31 @@ def test_pgbench_prepared_in_transaction_mode(tokenbouncer, pg):
         assert "number of transactions actually processed: 3600/3600" in r.stdout
 
 
+def test_clients_that_leave_leave_nothing_behind(tokenbouncer, pg):
+    # Each client's server side (its pump) lives from its first transaction until it leaves: after
+    # thousands of clients have come and gone, the process holds the same descriptors as before.
+    tb = tokenbouncer({"pool_mode": "transaction", "default_pool_size": 4, "workers": 1})
+    env = dict(os.environ, PGPASSWORD=pg.PASSWORD)
+    direct = f"host=localhost port={pg.port} dbname=appdb user=app sslmode=verify-full sslrootcert={pg.certs.ca}"
+    subprocess.run(["pgbench", "-i", "-q", "-s", "1", direct], check=True, capture_output=True, env=env)
+
+    def run(*args):
+        r = subprocess.run(["pgbench", "-n", "-S", *args, tb.dsn()], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    def descriptors():
+        return len(os.listdir(f"/proc/{tb.proc.pid}/fd"))
+
+    run("-c", "4", "-j", "4", "-t", "50")  # fills the pool: 4 server connections
+    before = descriptors()
+    run("-C", "-c", "4", "-j", "4", "-t", "500")  # 2,000 clients of one transaction each
+    run("-M", "prepared", "-c", "8", "-j", "8", "-t", "200")
+    deadline = time.monotonic() + 10
+    while descriptors() > before and time.monotonic() < deadline:
+        time.sleep(0.05)  # the last clients' sockets close as their sessions end
+    assert descriptors() <= before
+
+
 def test_psycopg_prepared_statements_in_transaction_mode(tokenbouncer):
     tb = tokenbouncer({"pool_mode": "transaction", "default_pool_size": 2})
 

@@ -119,7 +119,8 @@ private:
     // --- relay ---
     awaitable<void> relay();
     awaitable<bool> link_server();
-    awaitable<void> server_pump();
+    awaitable<void> server_pump();  // started by the first link_server, lives until stop_pump
+    void stop_pump();                // when relay() ends: the pump (and its hold on us) ends
     awaitable<void> wait_for_pump();
     awaitable<void> unlink_at_end();
     bool server_clean() const;
@@ -184,12 +185,15 @@ private:
     pool::clock::time_point xact_started_{};
     bool client_terminated_ = false;
     bool release_after_pump_ = false;
-    bool pump_running_ = false;
+    bool pump_running_ = false;  // the pump has a server (link_server gave it one)
+    bool pump_alive_ = false;    // the pump coroutine exists
+    bool pump_stop_ = false;
     bool server_failed_ = false;
     bool client_failed_ = false;
     bool shutdown_requested_ = false;
     bool transaction_mode_ = false;
-    asio::steady_timer pump_done_;
+    asio::steady_timer pump_done_;  // cancelled when the pump is done with its server
+    asio::steady_timer pump_wake_;  // cancelled when it has a new one (or must stop)
     std::optional<pg_error> server_failure_;
 
     // client_idle_timeout / idle_transaction_timeout: the client has been silent, with nothing
