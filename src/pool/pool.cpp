@@ -276,6 +276,34 @@ awaitable<pg_result<pool::query_outcome>> pool::run_query(server_conn& s, std::s
     }
 }
 
+std::unique_ptr<server_conn> pool::take_ready(const client_parameters& client, const asio::any_io_executor& ex)
+{
+    std::unique_ptr<server_conn> s;
+    {
+        std::lock_guard lock(mu_);
+        if (closed_ || paused_ || (last_failure_ && clock::now() < failing_until_))
+            return nullptr;
+        s = take_idle_locked(client.signature, ex, false);
+        if (!s)
+            return nullptr;
+        if (clock::now() - s->idle_since >= limits_.server_check_delay)
+        {
+            idle_.push_back(std::move(s));  // due its server_check_query: acquire() runs it
+            return nullptr;
+        }
+    }
+    s->stream->rebind(ex);
+    if (!still_open(*s))
+    {
+        s->terminate();
+        std::lock_guard lock(mu_);
+        --total_;
+        return nullptr;
+    }
+    counters_.assigned(std::chrono::microseconds(0));
+    return s;
+}
+
 bool pool::still_open(server_conn& s)
 {
     // The connection may have died while idle (server restart, idle kill): a peek tells.

@@ -796,16 +796,20 @@ awaitable<bool> client_session::link_server()
     // A previous pump may still be writing its last bytes to the client.
     if (pump_running_)
         co_await wait_for_pump();
-    waiting_ = true;
-    auto s = co_await pool_->acquire(params_, tag());
-    waiting_ = false;
-    if (!s)
+    server_ = pool_->take_ready(params_, co_await asio::this_coro::executor);
+    if (!server_)
     {
-        spdlog::info("{}: no server connection: {}", tag(), s.error().to_string());
-        co_await send_error(s.error());
-        co_return false;
+        waiting_ = true;
+        auto s = co_await pool_->acquire(params_, tag());
+        waiting_ = false;
+        if (!s)
+        {
+            spdlog::info("{}: no server connection: {}", tag(), s.error().to_string());
+            co_await send_error(s.error());
+            co_return false;
+        }
+        server_ = std::move(*s);
     }
-    server_ = std::move(*s);
     if (spdlog::should_log(spdlog::level::debug))  // tag() builds a string: not for every transaction
         spdlog::debug("{}: linked to {} (backend pid {})", tag(), server_->tag(), server_->key.pid);
     // Make the server's tracked parameters match what this client expects (known to, when it

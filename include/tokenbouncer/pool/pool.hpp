@@ -116,6 +116,9 @@ public:
     // A server connection on the caller's executor, with the caller's untracked parameters.
     // Waits while the pool is full (query_wait_timeout); fails with the error a client should see.
     // `client` must outlive the call (it is the session's own); the tag is copied.
+    // An idle connection ready for use at once (same startup parameters, on this thread, not due
+    // a check), without a coroutine; null when acquire() must be awaited.
+    std::unique_ptr<server_conn> take_ready(const client_parameters& client, const asio::any_io_executor& ex);
     awaitable<pg_result<std::unique_ptr<server_conn>>> acquire(const client_parameters& client, std::string client_tag);
 
     // Gives a server back. `reusable`: it is at ReadyForQuery 'I' with nothing outstanding (and
