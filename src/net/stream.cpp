@@ -247,21 +247,25 @@ awaitable<error_code> stream::read_exactly(char* buf, std::size_t len)
 
 // --- writing --------------------------------------------------------------------------------------
 
-std::size_t stream::write_now(const char* buf, std::size_t len, error_code& ec)
+std::size_t stream::write_some_now(std::string_view data, error_code& ec, tls_step& step)
 {
+    step = tls_step::done;
     if (!ssl_)
-        return sock_.write_some(asio::buffer(buf, len), ec);
-    tls_step step;
-    return tls_io(false, const_cast<char*>(buf), len, ec, step);
+        return sock_.write_some(asio::buffer(data.data(), data.size()), ec);
+    return tls_io(false, const_cast<char*>(data.data()), data.size(), ec, step);
 }
 
-bool stream::write_all_now(std::string_view& data, error_code& ec)
+std::size_t stream::write_now(const char* buf, std::size_t len, error_code& ec)
+{
+    tls_step step;
+    return write_some_now(std::string_view(buf, len), ec, step);
+}
+
+bool stream::write_available(std::string_view& data, error_code& ec, tls_step& step)
 {
     while (!data.empty())
     {
-        tls_step step = tls_step::done;
-        std::size_t n = ssl_ ? tls_io(false, const_cast<char*>(data.data()), data.size(), ec, step)
-                             : sock_.write_some(asio::buffer(data.data(), data.size()), ec);
+        std::size_t n = write_some_now(data, ec, step);
         if (ec == asio::error::would_block)
         {
             ec = {};
@@ -274,37 +278,33 @@ bool stream::write_all_now(std::string_view& data, error_code& ec)
     return true;
 }
 
+bool stream::write_all_now(std::string_view& data, error_code& ec)
+{
+    tls_step step;
+    return write_available(data, ec, step);
+}
+
 awaitable<error_code> stream::write_all(std::string_view data)
 {
-    std::size_t done = 0;
-    while (done < data.size())
+    for (;;)
     {
         error_code ec;
-        std::size_t n = 0;
-        tls_step step = tls_step::done;
-        if (ssl_)
-            n = tls_io(false, const_cast<char*>(data.data() + done), data.size() - done, ec, step);
-        else
-            n = sock_.write_some(asio::buffer(data.data() + done, data.size() - done), ec);
-        if (ec == asio::error::would_block)
-        {
-            if (step == tls_step::want_read)
-            {
-                // A TLS write that needs input first (renegotiation, key update).
-                if (auto fec = co_await fill_tls_input())
-                    co_return fec;
-                continue;
-            }
-            auto [wec] = co_await sock_.async_wait(socket_type::wait_write, use_nothrow);
-            if (wec)
-                co_return wec;
-            continue;
-        }
+        tls_step step;
+        if (write_available(data, ec, step))
+            co_return error_code{};
         if (ec)
             co_return ec;
-        done += n;
+        if (step == tls_step::want_read)
+        {
+            // A TLS write that needs input first (renegotiation, key update).
+            if (auto fec = co_await fill_tls_input())
+                co_return fec;
+            continue;
+        }
+        auto [wec] = co_await sock_.async_wait(socket_type::wait_write, use_nothrow);
+        if (wec)
+            co_return wec;
     }
-    co_return error_code{};
 }
 
 // --- TLS ------------------------------------------------------------------------------------------

@@ -286,18 +286,16 @@ std::unique_ptr<server_conn> pool::take_ready(const client_parameters& client, c
         s = take_idle_locked(client.signature, ex, false);
         if (!s)
             return nullptr;
-        if (clock::now() - s->idle_since >= limits_.server_check_delay)
+        if (check_due_locked(*s))
         {
-            idle_.push_back(std::move(s));  // due its server_check_query: acquire() runs it
+            idle_.push_back(std::move(s));  // acquire() runs its server_check_query
             return nullptr;
         }
     }
     s->stream->rebind(ex);
     if (!still_open(*s))
     {
-        s->terminate();
-        std::lock_guard lock(mu_);
-        --total_;
+        discard(std::move(s));
         return nullptr;
     }
     counters_.assigned(std::chrono::microseconds(0));
@@ -313,10 +311,22 @@ bool pool::still_open(server_conn& s)
     return false;
 }
 
+bool pool::check_due_locked(const server_conn& s) const
+{
+    return clock::now() - s.idle_since >= limits_.server_check_delay;
+}
+
 bool pool::check_due(const server_conn& s)
 {
     std::lock_guard lock(mu_);
-    return clock::now() - s.idle_since >= limits_.server_check_delay;
+    return check_due_locked(s);
+}
+
+void pool::discard(std::unique_ptr<server_conn> s)
+{
+    s->terminate();
+    std::lock_guard lock(mu_);
+    --total_;
 }
 
 awaitable<bool> pool::passes_check(server_conn& s)
@@ -432,10 +442,7 @@ awaitable<pg_result<std::unique_ptr<server_conn>>> pool::acquire(const client_pa
             // Checked without a coroutine unless a check query is due (server_check_delay).
             else if (!still_open(*s) || (check_due(*s) && !co_await passes_check(*s)))
             {
-                s->terminate();
-                s.reset();
-                std::lock_guard lock(mu_);
-                --total_;
+                discard(std::move(s));
                 continue;  // try again
             }
             else

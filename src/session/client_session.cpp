@@ -762,14 +762,15 @@ protocol::scan_action client_session::on_server_message(char type, std::uint32_t
     }
 }
 
-void client_session::want(std::string_view name, std::string_view value)
+bool client_session::want(std::string_view name, std::string_view value)
 {
     auto it = wanted_->find(name);
     if (it != wanted_->end() && it->second == value)
-        return;
+        return false;
     pool::param_map changed = *wanted_;
     changed.insert_or_assign(std::string(name), std::string(value));
     wanted_ = pool_->intern(std::move(changed));
+    return true;
 }
 
 void client_session::note_request()
@@ -855,15 +856,8 @@ awaitable<bool> client_session::link_server()
         std::string notes;
         for (const auto& [name, value] : reported)
         {
-            if (auto t = pool::tracked_name(name))
-            {
-                auto it = wanted_->find(*t);
-                if (it == wanted_->end() || it->second != value)
-                {
-                    want(*t, value);
-                    notes += protocol::build_parameter_status(name, value);
-                }
-            }
+            if (auto t = pool::tracked_name(name); t && want(*t, value))
+                notes += protocol::build_parameter_status(name, value);
         }
         if (!notes.empty() && co_await client_.write_all(notes))
         {
@@ -919,6 +913,29 @@ awaitable<void> client_session::wait_for_pump()
 
 awaitable<void> client_session::server_pump()
 {
+    // One coroutine for the session (not one per server: a transaction would pay for its start):
+    // it waits for link_server to give it a server, relays that server's bytes until the server
+    // goes back to the pool or fails, and waits for the next one, until stop_pump.
+    for (;;)
+    {
+        while (!pump_running_)
+        {
+            if (pump_stop_)
+                co_return;
+            pump_wake_.expires_at(asio::steady_timer::time_point::max());
+            co_await pump_wake_.async_wait(use_nothrow);
+        }
+        co_await pump_from_server();
+        // This server is done with (back in the pool, or failed): link_server may go on.
+        pump_running_ = false;
+        pump_done_.cancel();
+    }
+}
+
+awaitable<void> client_session::pump_from_server()
+{
+    net::stream& srv = *server_->stream;
+    s2c_.ensure();
     auto need = [this](char type, std::uint32_t total) -> std::size_t {
         if (sync_answers_pending_ > 0)
             return total;  // swallowed whole
@@ -937,139 +954,121 @@ awaitable<void> client_session::server_pump()
         default: return 5;
         }
     };
-    // One coroutine for the session (not one per server: a transaction would pay for its start):
-    // it waits for link_server to give it a server, relays that server's bytes until the server
-    // goes back to the pool or fails, and waits for the next one, until stop_pump.
+    bool skip_read = false;
     for (;;)
     {
-        while (!pump_running_)
+        kick_ = false;
+        if (tracking_)
         {
-            if (pump_stop_)
-                co_return;
-            pump_wake_.expires_at(asio::steady_timer::time_point::max());
-            co_await pump_wake_.async_wait(use_nothrow);
-        }
-        net::stream& srv = *server_->stream;
-        s2c_.ensure();
-        bool skip_read = false;
-        for (;;)
-        {
-            kick_ = false;
-            if (tracking_)
+            // Our own answers that are due (everything before them has been sent).
+            std::string due = queue_.take_due();
+            if (!due.empty())
             {
-                // Our own answers that are due (everything before them has been sent).
-                std::string due = queue_.take_due();
-                if (!due.empty())
-                {
-                    if (auto wec = co_await client_.write_all(due))
-                    {
-                        client_failed_ = true;
-                        client_.cancel();
-                        break;
-                    }
-                }
-            }
-            error_code ec;
-            std::size_t n = 0;
-            if (!skip_read)
-                std::tie(ec, n) = co_await srv.read_some(s2c_.tail(), s2c_.space());
-            skip_read = false;
-            if (ec == asio::error::operation_aborted && kick_)
-                continue;  // woken by the client reader to send our answers
-            if (ec)
-            {
-                if (ec != asio::error::operation_aborted)
-                {
-                    server_failed_ = true;
-                    std::string why = ec == asio::error::eof ? "the server closed the connection" : ec.message();
-                    spdlog::warn("{}: {}: lost the upstream connection: {}", tag(), server_->tag(), why);
-                    server_failure_ = pg_error::fatal(
-                        sqlstate::connection_failure,
-                        "server connection lost: upstream " + server_->target->address() + ": " + why,
-                        "The upstream server restarted or dropped the connection; reconnect to retry.");
-                    // Tell the client, unless it is in the middle of a message.
-                    if (server_scanner_.at_boundary() && s2c_.size() == 0)
-                        co_await send_error(*server_failure_);
-                    client_.cancel();
-                }
-                break;
-            }
-            s2c_.grow(n);
-            // Read what else is already there (TLS records decrypted in one go) before writing.
-            while (s2c_.space() > 0 && srv.has_pending_input())
-            {
-                error_code ec2;
-                std::size_t m = srv.read_now(s2c_.tail(), s2c_.space(), ec2);
-                if (ec2 || m == 0)
-                    break;
-                s2c_.grow(m);
-            }
-            s2c_patches_.clear();
-            if (!pending_after_.empty() && server_scanner_.remaining() <= s2c_.size())
-            {
-                s2c_patches_.push_back({static_cast<std::size_t>(server_scanner_.remaining()), 0, std::move(pending_after_)});
-                pending_after_.clear();
-            }
-            auto res = server_scanner_.scan(
-                s2c_.view(), s2c_.capacity(), need,
-                [this](char type, std::uint32_t total, std::string_view bytes) {
-                    if (spdlog::should_log(spdlog::level::trace))
-                        spdlog::trace("{}: <- '{}' ({} bytes)", tag(), type, total);
-                    return on_server_message(type, total, bytes);
-                });
-            if (res.invalid)
-            {
-                server_failed_ = true;
-                spdlog::error("{}: {}: invalid message from the upstream (type '{}', length {})", tag(), server_->tag(),
-                              res.invalid_type, res.invalid_length);
-                client_.cancel();
-                break;
-            }
-            std::unique_ptr<pool::server_conn> released;
-            if (release_after_pump_ && res.consumed == s2c_.size() && server_scanner_.at_boundary())
-            {
-                // Transaction over: the server goes back to the pool now, before we yield, so the client
-                // reader cannot send it anything more.
-                cancel_target_->unlink();
-                released = std::move(server_);
-            }
-            else if (release_after_pump_)
-            {
-                release_after_pump_ = false;  // more bytes follow the ReadyForQuery: keep going
-            }
-            if (res.consumed > 0)
-            {
-                pool_->counters().bytes_sent.fetch_add(res.consumed, std::memory_order_relaxed);
-                std::string_view bytes = apply_patches(std::string_view(s2c_.data(), res.consumed), s2c_patches_, s2c_out_);
-                error_code wec;
-                if (!client_.write_all_now(bytes, wec) && !wec)
-                    wec = co_await client_.write_all(bytes);  // the client is slow to read: wait for it
-                if (wec)
+                if (auto wec = co_await client_.write_all(due))
                 {
                     client_failed_ = true;
-                    if (released)
-                        pool_->release(std::move(released), true);
                     client_.cancel();
-                    break;
+                    co_return;
                 }
-                s2c_.consume(res.consumed);
             }
-            if (released)
-            {
-                if (spdlog::should_log(spdlog::level::trace))
-                    spdlog::trace("{}: transaction done; {} back to the pool", tag(), released->tag());
-                s2c_.release_if_empty();
-                pool_->release(std::move(released), true);
-                if (shutdown_requested_)
-                    client_.cancel();  // wake the client reader so it can leave
-                break;
-            }
-            // Stopped after a ReadyForQuery with more bytes behind it: scan those before reading.
-            skip_read = res.stopped && s2c_.size() > 0;
         }
-        // This server is done with (back in the pool, or failed): link_server may go on.
-        pump_running_ = false;
-        pump_done_.cancel();
+        error_code ec;
+        std::size_t n = 0;
+        if (!skip_read)
+            std::tie(ec, n) = co_await srv.read_some(s2c_.tail(), s2c_.space());
+        skip_read = false;
+        if (ec == asio::error::operation_aborted && kick_)
+            continue;  // woken by the client reader to send our answers
+        if (ec)
+        {
+            if (ec != asio::error::operation_aborted)
+            {
+                server_failed_ = true;
+                std::string why = ec == asio::error::eof ? "the server closed the connection" : ec.message();
+                spdlog::warn("{}: {}: lost the upstream connection: {}", tag(), server_->tag(), why);
+                server_failure_ = pg_error::fatal(
+                    sqlstate::connection_failure,
+                    "server connection lost: upstream " + server_->target->address() + ": " + why,
+                    "The upstream server restarted or dropped the connection; reconnect to retry.");
+                // Tell the client, unless it is in the middle of a message.
+                if (server_scanner_.at_boundary() && s2c_.size() == 0)
+                    co_await send_error(*server_failure_);
+                client_.cancel();
+            }
+            co_return;
+        }
+        s2c_.grow(n);
+        // Read what else is already there (TLS records decrypted in one go) before writing.
+        while (s2c_.space() > 0 && srv.has_pending_input())
+        {
+            error_code ec2;
+            std::size_t m = srv.read_now(s2c_.tail(), s2c_.space(), ec2);
+            if (ec2 || m == 0)
+                break;
+            s2c_.grow(m);
+        }
+        s2c_patches_.clear();
+        if (!pending_after_.empty() && server_scanner_.remaining() <= s2c_.size())
+        {
+            s2c_patches_.push_back({static_cast<std::size_t>(server_scanner_.remaining()), 0, std::move(pending_after_)});
+            pending_after_.clear();
+        }
+        auto res = server_scanner_.scan(
+            s2c_.view(), s2c_.capacity(), need,
+            [this](char type, std::uint32_t total, std::string_view bytes) {
+                if (spdlog::should_log(spdlog::level::trace))
+                    spdlog::trace("{}: <- '{}' ({} bytes)", tag(), type, total);
+                return on_server_message(type, total, bytes);
+            });
+        if (res.invalid)
+        {
+            server_failed_ = true;
+            spdlog::error("{}: {}: invalid message from the upstream (type '{}', length {})", tag(), server_->tag(),
+                          res.invalid_type, res.invalid_length);
+            client_.cancel();
+            co_return;
+        }
+        std::unique_ptr<pool::server_conn> released;
+        if (release_after_pump_ && res.consumed == s2c_.size() && server_scanner_.at_boundary())
+        {
+            // Transaction over: the server goes back to the pool now, before we yield, so the client
+            // reader cannot send it anything more.
+            cancel_target_->unlink();
+            released = std::move(server_);
+        }
+        else if (release_after_pump_)
+        {
+            release_after_pump_ = false;  // more bytes follow the ReadyForQuery: keep going
+        }
+        if (res.consumed > 0)
+        {
+            pool_->counters().bytes_sent.fetch_add(res.consumed, std::memory_order_relaxed);
+            std::string_view bytes = apply_patches(std::string_view(s2c_.data(), res.consumed), s2c_patches_, s2c_out_);
+            error_code wec;
+            if (!client_.write_all_now(bytes, wec) && !wec)
+                wec = co_await client_.write_all(bytes);  // the client is slow to read: wait for it
+            if (wec)
+            {
+                client_failed_ = true;
+                if (released)
+                    pool_->release(std::move(released), true);
+                client_.cancel();
+                co_return;
+            }
+            s2c_.consume(res.consumed);
+        }
+        if (released)
+        {
+            if (spdlog::should_log(spdlog::level::trace))
+                spdlog::trace("{}: transaction done; {} back to the pool", tag(), released->tag());
+            s2c_.release_if_empty();
+            pool_->release(std::move(released), true);
+            if (shutdown_requested_)
+                client_.cancel();  // wake the client reader so it can leave
+            co_return;
+        }
+        // Stopped after a ReadyForQuery with more bytes behind it: scan those before reading.
+        skip_read = res.stopped && s2c_.size() > 0;
     }
 }
 

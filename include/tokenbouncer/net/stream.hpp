@@ -90,6 +90,10 @@ private:
     awaitable<error_code> fill_tls_input();
     awaitable<std::optional<std::string>> tls_handshake();
     std::size_t tls_io(bool is_read, char* buf, std::size_t len, error_code& ec, tls_step& step);
+    // One write of what the socket (or TLS) takes now; `step` says what a would_block waits for.
+    std::size_t write_some_now(std::string_view data, error_code& ec, tls_step& step);
+    // write_all_now, with the step a would-block waits for (want_read: TLS needs input first).
+    bool write_available(std::string_view& data, error_code& ec, tls_step& step);
 
     socket_type sock_;
     asio::generic::stream_protocol protocol_;

@@ -113,12 +113,12 @@ public:
          asio::any_io_executor background);
     ~pool();
 
-    // A server connection on the caller's executor, with the caller's untracked parameters.
-    // Waits while the pool is full (query_wait_timeout); fails with the error a client should see.
-    // `client` must outlive the call (it is the session's own); the tag is copied.
     // An idle connection ready for use at once (same startup parameters, on this thread, not due
     // a check), without a coroutine; null when acquire() must be awaited.
     std::unique_ptr<server_conn> take_ready(const client_parameters& client, const asio::any_io_executor& ex);
+    // A server connection on the caller's executor, with the caller's untracked parameters.
+    // Waits while the pool is full (query_wait_timeout); fails with the error a client should see.
+    // `client` must outlive the call (it is the session's own); the tag is copied.
     awaitable<pg_result<std::unique_ptr<server_conn>>> acquire(const client_parameters& client, std::string client_tag);
 
     // Gives a server back. `reusable`: it is at ReadyForQuery 'I' with nothing outstanding (and
@@ -207,6 +207,8 @@ private:
     // server_check_query) when check_due (idle for server_check_delay).
     bool still_open(server_conn& s);
     bool check_due(const server_conn& s);
+    bool check_due_locked(const server_conn& s) const;
+    void discard(std::unique_ptr<server_conn> s);  // a dead connection: closed, its slot freed
     awaitable<bool> passes_check(server_conn& s);
     // min_pool_size: takes the slots of the connections to open (under mu_), then opens them.
     int reserve_min_pool_size_locked();

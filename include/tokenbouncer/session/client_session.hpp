@@ -120,6 +120,7 @@ private:
     awaitable<void> relay();
     awaitable<bool> link_server();
     awaitable<void> server_pump();  // started by the first link_server, lives until stop_pump
+    awaitable<void> pump_from_server();  // one server's bytes, until it is released or fails
     void stop_pump();                // when relay() ends: the pump (and its hold on us) ends
     awaitable<void> wait_for_pump();
     awaitable<void> unlink_at_end();
@@ -134,7 +135,6 @@ private:
         std::size_t cut;     // bytes removed there
         std::string insert;  // bytes sent there instead
     };
-    // Sends [0, n) of `chunk` to `to`, with the patches applied.
     // The bytes to send for `chunk`: itself, or (a statement was prepared, re-sent or answered by
     // us) with its patches applied, assembled in `out`.
     static std::string_view apply_patches(std::string_view chunk, std::vector<patch>& patches, std::string& out);
@@ -161,7 +161,8 @@ private:
     // Tracked parameters as this client should see them: one set shared with the pool's other
     // clients that want the same (pool::intern), replaced, never changed in place.
     std::shared_ptr<const pool::param_map> wanted_;
-    void want(std::string_view name, std::string_view value);
+    // Sets one of them (a new shared set); false when it already had that value.
+    bool want(std::string_view name, std::string_view value);
     protocol::backend_key_data our_key_;
     std::shared_ptr<cancel_target> cancel_target_ = std::make_shared<cancel_target>();
     std::string leftover_;  // client bytes read past the startup packet
