@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "test_helpers.hpp"
 #include "tokenbouncer/pool/pool.hpp"
 
 using namespace tokenbouncer;
@@ -174,25 +175,11 @@ TEST_CASE("pool login_view_for: the server's parameters with the client's own tr
     pool::param_map client{{"application_name", "kong"}, {"DateStyle", "ISO, DMY"}};
     auto view = f.p->login_view_for(welcome, client);
 
-    // ParameterStatus messages: 'S', int32 length, name NUL value NUL.
-    std::vector<std::pair<std::string, std::string>> told;
-    std::string_view bytes = view->parameter_status;
-    while (!bytes.empty())
-    {
-        REQUIRE(bytes.size() >= 5);
-        CHECK(bytes[0] == 'S');
-        std::uint32_t len = (std::uint32_t(std::uint8_t(bytes[1])) << 24) | (std::uint32_t(std::uint8_t(bytes[2])) << 16) |
-                            (std::uint32_t(std::uint8_t(bytes[3])) << 8) | std::uint32_t(std::uint8_t(bytes[4]));
-        REQUIRE(bytes.size() >= 1 + len);
-        std::string_view body = bytes.substr(5, len - 4);
-        auto nul = body.find('\0');
-        told.emplace_back(std::string(body.substr(0, nul)), std::string(body.substr(nul + 1, body.size() - nul - 2)));
-        bytes.remove_prefix(1 + len);
-    }
-    CHECK(told == std::vector<std::pair<std::string, std::string>>{{"TimeZone", "UTC"},
-                                                                   {"application_name", "kong"},
-                                                                   {"server_version", "15.4"},
-                                                                   {"DateStyle", "ISO, DMY"}});
+    // The welcome's order, the client's values in place of the server's, then what only the
+    // client set; ParameterStatus messages written by hand.
+    auto status = [](std::string name, std::string value) { return tb_test::typed_raw('S', tb_test::cstrs({name, value})); };
+    CHECK(view->parameter_status == status("TimeZone", "UTC") + status("application_name", "kong") +
+                                        status("server_version", "15.4") + status("DateStyle", "ISO, DMY"));
     CHECK(*view->wanted == pool::param_map{{"TimeZone", "UTC"}, {"application_name", "kong"}, {"DateStyle", "ISO, DMY"}});
     // Another client with the same values wants the same (one shared set).
     CHECK(f.p->login_view_for(welcome, client)->wanted == view->wanted);
